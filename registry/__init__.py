@@ -1,0 +1,1 @@
+"""The registry: the file that lists downstream MCP servers, and agentflux's state directory."""

@@ -1,0 +1,1 @@
+"""Launching downstream MCP servers as isolated processes."""

@@ -1,0 +1,1 @@
+"""Synthetic data and decoupled LoRA fine-tuning for registered toolsets."""
