@@ -90,13 +90,17 @@ class ServerStatus:
     reason: str
     tools: int
     restarts: int
+    last_failure: str
     server_info: str | None
     log_path: str | None
 
     def line(self) -> str:
         detail = f" ({self.reason})" if self.reason else ""
         info = f" [{self.server_info}]" if self.server_info else ""
-        return f"{self.name}: {self.health.value}{detail}, {self.tools} tools, {self.restarts} restarts{info}"
+        line = f"{self.name}: {self.health.value}{detail}, {self.tools} tools, {self.restarts} restarts{info}"
+        if self.restarts and self.health is Health.READY:
+            line += f"; last failure: {self.last_failure}"
+        return line
 
 
 class Downstream:
@@ -114,8 +118,10 @@ class Downstream:
         # stable list; calls in that window get a clear "not ready" error.
         self.catalog = Catalog()
         self.restarts = 0
+        self.last_failure = ""
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self.log_path: Path | None = None
+        self.pid: int | None = None
         self.peers: list[Peer] = []
         self.settled = anyio.Event()
         self.broken = anyio.Event()
@@ -144,6 +150,7 @@ class Downstream:
             reason=self.reason,
             tools=len(self.catalog.tools),
             restarts=self.restarts,
+            last_failure=self.last_failure,
             server_info=info,
             log_path=str(self.log_path) if self.log_path else None,
         )
@@ -209,7 +216,7 @@ class Hub:
                 server.mark(Health.DISABLED, f"missing secret {names}: set it in the environment agentflux runs in")
                 return
             server.mark(Health.STARTING)
-            server.broken = anyio.Event()
+            server.broken, server.broken_reason = anyio.Event(), ""
             started = anyio.current_time()
             try:
                 reason = await self._serve_once(server)
@@ -218,8 +225,9 @@ class Hub:
             except Exception as exc:  # any failure of a server is reported, never propagated
                 reason = _describe(exc)
                 logger.debug("server %s failed", server.name, exc_info=True)
-            server.session = None
+            server.session, server.pid = None, None
             server.restarts += 1
+            server.last_failure = REDACTOR.redact(reason)
             if anyio.current_time() - started > STABLE_AFTER_S:
                 backoff = self.settings.restart_backoff_s
             server.mark(Health.FAILED, f"{reason}; restarting in {backoff:g}s")
@@ -266,6 +274,7 @@ class Hub:
                 log.write(line + "\n")
 
             async with spawn(plan, on_stderr) as process:
+                server.pid = process.pid
                 async with anyio.create_task_group() as tg:
 
                     async def watch_exit() -> None:
@@ -361,9 +370,13 @@ class Hub:
 
             tg.start_soon(refresher)
             await server.broken.wait()
-            server.session = None
             tg.cancel_scope.cancel()
-            return server.broken_reason
+        # The session also ends on its own (cancelling the block above) when the server
+        # closes the connection; the exit watcher may be about to say why.
+        server.session = None
+        with anyio.move_on_after(1.0):
+            await server.broken.wait()
+        return server.broken_reason or "the server closed the connection"
 
     async def _read_catalog(
         self, server: Downstream, session: ClientSession, capabilities: types.ServerCapabilities
@@ -417,7 +430,9 @@ class Hub:
                 request, result_type, request_read_timeout_seconds=timeout, progress_callback=progress
             )
         except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED or "Session terminated" in exc.message:
+            # A stdio server's exit is reported by its exit watcher, with its exit code and last
+            # words; a remote server's lost session is only visible here.
+            if server.entry.transport == "http" and (exc.code == CONNECTION_CLOSED or "Session terminated" in exc.message):
                 server.break_connection(f"connection lost: {exc.message}")
             if exc.code == REQUEST_TIMEOUT:
                 raise MCPError(REQUEST_TIMEOUT, f"server {name!r} did not answer within {timeout:g}s") from None
