@@ -11,12 +11,12 @@ import anyio
 import uvicorn
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
 from agentflux.proxy.hub import Hub
 from agentflux.proxy.server import ProxyServer
+from agentflux.proxy.transport import stdio_streams
 from agentflux.registry.loader import Registry
 from agentflux.registry.schema import HttpSettings
 from agentflux.registry.secrets import REDACTOR
@@ -39,7 +39,7 @@ def build_proxy(registry: Registry, surfaces: list[str] | None = None) -> ProxyS
 async def serve_stdio(proxy: ProxyServer) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.hub.run)
-        async with stdio_server() as (read, write):
+        async with stdio_streams() as (read, write):
             await proxy.server.run(read, write, proxy.server.create_initialization_options())
         tg.cancel_scope.cancel()
 
