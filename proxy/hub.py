@@ -38,7 +38,9 @@ from agentflux.registry.home import logs_dir
 from agentflux.registry.loader import Registry
 from agentflux.registry.schema import ProxySettings, ServerEntry
 from agentflux.registry.secrets import REDACTOR, references, substitute
-from agentflux.sandbox.launch import LaunchError, plan_launch, spawn
+from agentflux.sandbox import docker, limits
+from agentflux.sandbox.errors import LaunchError, SandboxUnavailable
+from agentflux.sandbox.launch import ServerCommand, launch
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +185,10 @@ class Hub:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Supervise every server until cancelled. Reports started before any server is up."""
+        # Whatever a killed agentflux left behind (cgroups, containers) goes before anything starts.
+        swept = await anyio.to_thread.run_sync(lambda: limits.sweep_orphans() + docker.sweep_orphans())
+        if swept:
+            logger.info("removed %d sandboxes left by an earlier agentflux that is gone", swept)
         async with anyio.create_task_group() as tg:
             for server in self.servers.values():
                 tg.start_soon(self._supervise, server, name=f"supervise {server.name}")
@@ -220,6 +226,9 @@ class Hub:
             started = anyio.current_time()
             try:
                 reason = await self._serve_once(server)
+            except SandboxUnavailable as exc:
+                server.mark(Health.DISABLED, str(exc))
+                return
             except LaunchError as exc:
                 reason = str(exc)
             except Exception as exc:  # any failure of a server is reported, never propagated
@@ -255,14 +264,13 @@ class Hub:
 
     async def _serve_stdio(self, server: Downstream) -> str:
         entry = server.entry
-        cwd = self.registry.base_dir / self._resolve(entry.cwd) if entry.cwd else self.registry.base_dir
-        plan = plan_launch(
-            entry.sandbox,
-            self._resolve(entry.command or ""),
-            [self._resolve(arg) for arg in entry.args],
-            {key: self._resolve(value) for key, value in entry.env.items()},
-            cwd,
-            parent_env=self._environ,
+        command = ServerCommand(
+            name=server.name,
+            command=self._resolve(entry.command or ""),
+            args=[self._resolve(arg) for arg in entry.args],
+            env={key: self._resolve(value) for key, value in entry.env.items()},
+            cwd=self.registry.base_dir / self._resolve(entry.cwd) if entry.cwd else self.registry.base_dir,
+            base_dir=self.registry.base_dir,
         )
         server.log_path = logs_dir() / "servers" / f"{_file_safe(server.name)}.log"
         server.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,14 +281,17 @@ class Hub:
                 server.stderr_tail.append(line)
                 log.write(line + "\n")
 
-            async with spawn(plan, on_stderr) as process:
+            async with launch(entry.sandbox, command, on_stderr, parent_env=self._environ) as process:
                 server.pid = process.pid
                 async with anyio.create_task_group() as tg:
 
                     async def watch_exit() -> None:
                         code = await process.wait()
                         await anyio.sleep(0.1)  # let the last stderr lines arrive
-                        server.break_connection(_exit_reason(code, server.stderr_tail))
+                        reason = _exit_reason(code, server.stderr_tail)
+                        if exceeded := process.limit_exceeded():
+                            reason = f"killed: {exceeded}"
+                        server.break_connection(reason)
 
                     tg.start_soon(watch_exit)
                     async with process_streams(process, server.name) as (read, write):

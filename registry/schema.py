@@ -76,6 +76,8 @@ class ServerEntry(_Strict):
             raise ValueError("'args', 'env' and 'cwd' apply to stdio servers only; an HTTP server takes 'url' and 'headers'")
         if self.command is not None and self.headers:
             raise ValueError("'headers' apply to HTTP servers only")
+        if self.url is not None and "sandbox" in self.model_fields_set:
+            raise ValueError("'sandbox' applies to local (stdio) servers only; a remote server runs elsewhere")
         return self
 
     @field_validator("command", "url", "cwd")

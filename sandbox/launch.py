@@ -1,8 +1,15 @@
-"""Starting a downstream server process and always cleaning it up.
+"""Starting a downstream server under its sandbox, and always cleaning it up.
 
-A server runs in its own session (process group), so that it and everything it forks
-can be stopped together: MCP servers are often launchers (`npx`, `uv run`, shell
-wrappers) whose real work happens in grandchildren that a plain kill would orphan.
+`launch()` is the one entry point: it turns a registry entry's command and `sandbox` block
+into a running process whose stdin/stdout carry MCP, whatever the kind:
+
+- `none`: the command itself, with a minimal environment, under resource limits;
+- `bwrap`: the command inside bubblewrap (see `bwrap.py`), under resource limits;
+- `docker`: a container created through the Docker SDK, attached over stdio (see `docker.py`).
+
+A server runs in its own session (process group) so that it and everything it forks can
+be stopped together: MCP servers are often launchers (`npx`, `uv run`, shell wrappers)
+whose real work happens in grandchildren that a plain kill would orphan.
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
+from agentflux.sandbox import bwrap, docker
+from agentflux.sandbox.errors import LaunchError, SandboxUnavailable
+from agentflux.sandbox.limits import enforce
 from agentflux.sandbox.spec import SandboxSpec
 
 logger = logging.getLogger(__name__)
 
-# The only variables of the proxy's own environment a server sees, besides what its entry grants.
-# Hosts such as Claude Desktop start agentflux with a similarly small set.
+# The only variables of agentflux's own environment an unsandboxed server sees, besides what
+# its entry grants. Hosts such as Claude Desktop start agentflux with a similarly small set.
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 # How long a server gets to exit after its stdin closes, then after SIGTERM (MCP's shutdown sequence).
@@ -35,35 +45,114 @@ EXIT_GRACE_S = 2.0
 TERM_GRACE_S = 2.0
 
 
-class LaunchError(Exception):
-    """A server that cannot be started as configured; the message says what to fix."""
-
-
 @dataclass(frozen=True)
-class LaunchPlan:
-    """The exact process to run: what the sandbox layer decided."""
+class ServerCommand:
+    """What the registry entry asks to run, with secrets already resolved."""
 
-    argv: list[str]
+    name: str
+    command: str
+    args: list[str]
     env: dict[str, str]
-    cwd: Path | None
-    kind: str = "none"
-    notes: list[str] = field(default_factory=list)
+    cwd: Path
+    base_dir: Path  # relative mount paths are relative to this (the registry file's folder)
 
 
-def plan_launch(
+class ServerProcess:
+    """A running server, its pipes, and what is known about why it stopped."""
+
+    def __init__(self, process: Process, limit_check: Callable[[], str | None]) -> None:
+        self.process = process
+        self._limit_check = limit_check
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def wait(self) -> int:
+        # Polling, not process.wait(): that also waits for pipe EOF, which a forked
+        # grandchild holding the pipes would delay indefinitely.
+        while self.process.returncode is None:
+            await anyio.sleep(0.05)
+        return self.process.returncode
+
+    def limit_exceeded(self) -> str | None:
+        """The resource limit the server hit, if that is why it stopped."""
+        return self._limit_check()
+
+
+@asynccontextmanager
+async def launch(
     spec: SandboxSpec,
-    command: str,
-    args: list[str],
-    env: Mapping[str, str],
-    cwd: Path | None,
+    server: ServerCommand,
+    on_stderr: Callable[[str], None],
     parent_env: Mapping[str, str] | None = None,
-) -> LaunchPlan:
-    """Decide how to run `command args` under `spec`, with only `env` granted on top of the base set."""
+) -> AsyncIterator[ServerProcess]:
+    """Run `server` isolated as `spec` grants for the duration of the block."""
     parent_env = os.environ if parent_env is None else parent_env
-    full_env = {name: parent_env[name] for name in BASE_ENV if name in parent_env}
-    full_env.update(env)
-    executable = resolve_command(command, full_env.get("PATH", ""), cwd)
-    return LaunchPlan(argv=[executable, *args], env=full_env, cwd=cwd, kind=spec.kind)
+    granted = {name: parent_env[name] for name in spec.env if name in parent_env} | server.env
+    mounts = resolve_mounts(spec, server.base_dir)
+    if spec.kind == "docker":
+        async with docker.container(spec, server.name, server.command, server.args, granted, server.cwd, mounts) as c:
+            async with _spawn(c.attach_argv, None, None, on_stderr, c.limit_exceeded) as process:
+                yield process
+        return
+
+    host_env = {name: parent_env[name] for name in BASE_ENV if name in parent_env}
+    executable = resolve_command(server.command, host_env.get("PATH", ""), server.cwd)
+    argv = [executable, *server.args]
+    if spec.kind == "bwrap":
+        if not bwrap.available():
+            raise SandboxUnavailable(
+                "sandbox kind 'bwrap' is not available: install bubblewrap (apt install bubblewrap), "
+                "or choose kind: docker, or opt out explicitly with kind: none"
+            )
+        argv = bwrap.bwrap_argv(spec, argv, bwrap.sandbox_env(granted, executable), server.cwd, mounts)
+        env = {"PATH": host_env.get("PATH", bwrap.SANDBOX_PATH)}
+    else:
+        env = host_env | granted
+    limits = enforce(spec.limits, server.name)
+    for note in limits.notes:
+        logger.warning("server %s: %s", server.name, note)
+    try:
+        async with _spawn(limits.prefix + argv, env, server.cwd, on_stderr, limits.exceeded) as process:
+            yield process
+    finally:
+        limits.release()
+
+
+def resolve_mounts(spec: SandboxSpec, base_dir: Path) -> list[tuple[Path, str]]:
+    """Granted mounts as absolute host paths; a missing path is a configuration error."""
+    resolved = []
+    for mount in spec.mounts:
+        path = Path(mount.path).expanduser()
+        path = (path if path.is_absolute() else base_dir / path).resolve()
+        if not path.exists():
+            raise LaunchError(f"sandbox mount {mount.path!r} does not exist (resolved to {path})")
+        resolved.append((path, mount.mode))
+    return resolved
+
+
+def unmounted_directories(spec: SandboxSpec, server: ServerCommand) -> list[str]:
+    """Arguments naming a host directory the sandbox does not grant (the server would not see it)."""
+    if spec.kind == "none":
+        return []
+    try:
+        granted = [path for path, _ in resolve_mounts(spec, server.base_dir)]
+    except LaunchError:
+        granted = []
+    missing = []
+    for arg in server.args:
+        candidate = Path(arg) if os.path.isabs(arg) else server.cwd / arg
+        if arg.startswith("-") or not candidate.is_dir():
+            continue
+        real = candidate.resolve()
+        if not any(real == g or g in real.parents for g in granted):
+            missing.append(arg)
+    return missing
 
 
 def resolve_command(command: str, path: str, cwd: Path | None) -> str:
@@ -86,44 +175,27 @@ def resolve_command(command: str, path: str, cwd: Path | None) -> str:
     return found
 
 
-class ServerProcess:
-    """A running server process, its pipes, and a way to learn when it exits."""
-
-    def __init__(self, process: Process) -> None:
-        self.process = process
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    async def wait(self) -> int:
-        # Polling, not process.wait(): that also waits for pipe EOF, which a forked
-        # grandchild holding the pipes would delay indefinitely.
-        while self.process.returncode is None:
-            await anyio.sleep(0.05)
-        return self.process.returncode
-
-
 @asynccontextmanager
-async def spawn(plan: LaunchPlan, on_stderr: Callable[[str], None]) -> AsyncIterator[ServerProcess]:
-    """Run the planned process for the duration of the block, then stop its whole process group."""
+async def _spawn(
+    argv: list[str],
+    env: dict[str, str] | None,
+    cwd: Path | None,
+    on_stderr: Callable[[str], None],
+    limit_check: Callable[[], str | None],
+) -> AsyncIterator[ServerProcess]:
     try:
         process = await anyio.open_process(
-            plan.argv,
-            env=plan.env,
-            cwd=plan.cwd,
+            argv,
+            env=env,
+            cwd=cwd if cwd is not None and cwd.is_dir() else None,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
     except OSError as exc:
-        raise LaunchError(f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
-    server = ServerProcess(process)
+        raise LaunchError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+    server = ServerProcess(process, limit_check)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_pump_stderr, process, on_stderr)
         try:

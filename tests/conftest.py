@@ -45,8 +45,13 @@ def write_registry(directory: Path, servers: dict, proxy: dict | None = None, na
     return path
 
 
-def filesystem_entry(root: Path) -> dict:
-    return {"command": "node", "args": [str(FILESYSTEM_SERVER), str(root)]}
+def filesystem_entry(root: Path, kind: str = "bwrap") -> dict:
+    """The official filesystem server on `root`, granted read-write access to it."""
+    return {
+        "command": "node",
+        "args": [str(FILESYSTEM_SERVER), str(root)],
+        "sandbox": {"kind": kind, "mounts": [{"path": str(root), "mode": "rw"}]},
+    }
 
 
 def time_entry() -> dict:

@@ -221,7 +221,9 @@ async def test_progress_is_relayed_and_cancellation_reaches_the_downstream_handl
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         updates.append((progress, total, message))
 
-    async with proxied(tmp_path, {"toolbox": TOOLBOX}) as (hub, client):
+    # The sandbox hides the test's folder unless granted; the marker file is written there.
+    toolbox = TOOLBOX | {"sandbox": {"mounts": [{"path": str(tmp_path), "mode": "rw"}]}}
+    async with proxied(tmp_path, {"toolbox": toolbox}) as (hub, client):
         await hub.wait_settled(30)
         done = await client.call_tool("toolbox__sleep", {"seconds": 0.3}, progress_callback=on_progress)
         assert text_of(done) == "slept 0.3s"
