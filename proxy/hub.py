@@ -262,16 +262,21 @@ class Hub:
             return await self._serve_stdio(server)
         return await self._serve_http(server)
 
-    async def _serve_stdio(self, server: Downstream) -> str:
-        entry = server.entry
-        command = ServerCommand(
-            name=server.name,
+    def server_command(self, name: str) -> ServerCommand:
+        """What a stdio server's entry asks to run, with its secret references resolved."""
+        entry = self.servers[name].entry
+        return ServerCommand(
+            name=name,
             command=self._resolve(entry.command or ""),
             args=[self._resolve(arg) for arg in entry.args],
             env={key: self._resolve(value) for key, value in entry.env.items()},
             cwd=self.registry.base_dir / self._resolve(entry.cwd) if entry.cwd else self.registry.base_dir,
             base_dir=self.registry.base_dir,
         )
+
+    async def _serve_stdio(self, server: Downstream) -> str:
+        entry = server.entry
+        command = self.server_command(server.name)
         server.log_path = logs_dir() / "servers" / f"{_file_safe(server.name)}.log"
         server.log_path.parent.mkdir(parents=True, exist_ok=True)
         with server.log_path.open("a", encoding="utf-8", buffering=1) as log:
@@ -289,7 +294,7 @@ class Hub:
                         code = await process.wait()
                         await anyio.sleep(0.1)  # let the last stderr lines arrive
                         reason = _exit_reason(code, server.stderr_tail)
-                        if exceeded := process.limit_exceeded():
+                        if exceeded := await process.limit_exceeded():
                             reason = f"killed: {exceeded}"
                         server.break_connection(reason)
 

@@ -115,9 +115,9 @@ def bwrap_argv(
     argv: list[str],
     env: Mapping[str, str],
     cwd: Path,
-    mounts: list[tuple[Path, str]],
+    mounts: list[tuple[Path, Path, str]],
 ) -> list[str]:
-    """The full command: `bwrap <isolation> -- <argv>`, with `mounts` as (host path, "ro"|"rw")."""
+    """The full command: `bwrap <isolation> -- <argv>`, with `mounts` as (host path, target, "ro"|"rw")."""
     command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     command += ["--uid", NOBODY, "--gid", NOBODY]
     if spec.network == "host":
@@ -134,8 +134,8 @@ def bwrap_argv(
     for path in code_paths(argv[0], argv[1:], cwd):
         command += ["--ro-bind", str(path), str(path)]
     # Granted mounts come last so that a read-write grant wins over a read-only code path.
-    for path, mode in mounts:
-        command += ["--bind" if mode == "rw" else "--ro-bind", str(path), str(path)]
+    for host, target, mode in mounts:
+        command += ["--bind" if mode == "rw" else "--ro-bind", str(host), str(target)]
     # The working directory exists inside the sandbox (empty unless something is mounted
     # there), so that relative arguments resolve against granted mounts below it.
     command += ["--dir", str(cwd), "--chdir", str(cwd)]

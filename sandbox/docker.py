@@ -51,12 +51,18 @@ def client() -> Any:
 
 @dataclass
 class Container:
+    engine: Any
     id: str
     attach_argv: list[str]
-    oom_killed: bool = False
+    memory_mb: int
 
     def limit_exceeded(self) -> str | None:
-        return "out of memory (container limit)" if self.oom_killed else None
+        """Whether Docker killed the container for its memory limit (blocking: run it in a thread)."""
+        try:
+            state = self.engine.api.inspect_container(self.id)["State"]
+        except docker.errors.DockerException:
+            return None
+        return f"out of memory (limit {self.memory_mb} MiB)" if state.get("OOMKilled") else None
 
 
 @asynccontextmanager
@@ -67,11 +73,11 @@ async def container(
     args: list[str],
     env: Mapping[str, str],
     cwd: Path,
-    mounts: list[tuple[Path, str]],
+    mounts: list[tuple[Path, Path, str]],
 ) -> AsyncIterator[Container]:
     """Create the server's container for the duration of the block, then remove it."""
     engine = await anyio.to_thread.run_sync(client)
-    volumes = {str(path): {"bind": str(path), "mode": mode} for path, mode in mounts}
+    volumes = {str(host): {"bind": str(target), "mode": mode} for host, target, mode in mounts}
     limits = spec.limits
     options: dict[str, Any] = dict(
         command=[command, *args],
@@ -80,7 +86,7 @@ async def container(
         init=True,
         network_mode="host" if spec.network == "host" else "none",
         read_only=True,
-        tmpfs={"/tmp": "rw,nosuid,nodev,size=256m"},
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         mem_limit=f"{limits.memory_mb}m",
@@ -92,7 +98,7 @@ async def container(
         labels={SERVER_LABEL: server, OWNER_LABEL: str(os.getpid())},
     )
     # The working directory only exists in the container when it lies in a granted mount.
-    if any(cwd == path or path in cwd.parents for path, _ in mounts):
+    if any(cwd == target or target in cwd.parents for _, target, _ in mounts):
         options["working_dir"] = str(cwd)
     if limits.cpu_seconds:
         options["ulimits"] = [docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds)]
@@ -106,24 +112,19 @@ async def container(
             raise LaunchError(f"Docker refused to create the container: {exc.explanation or exc}") from None
 
     container_id = await anyio.to_thread.run_sync(create)
-    handle = Container(container_id, ["docker", "start", "--attach", "--interactive", container_id])
+    attach = ["docker", "start", "--attach", "--interactive", container_id]
     try:
-        yield handle
+        yield Container(engine, container_id, attach, limits.memory_mb)
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_inspect_and_remove, engine, handle)
+            await anyio.to_thread.run_sync(_remove, engine, container_id)
 
 
-def _inspect_and_remove(engine: Any, handle: Container) -> None:
+def _remove(engine: Any, container_id: str) -> None:
     try:
-        state = engine.api.inspect_container(handle.id)["State"]
-        handle.oom_killed = bool(state.get("OOMKilled"))
-    except Exception:
-        logger.debug("cannot inspect container %s", handle.id, exc_info=True)
-    try:
-        engine.api.remove_container(handle.id, force=True)
-    except Exception as exc:
-        logger.warning("cannot remove container %s: %s", handle.id[:12], exc)
+        engine.api.remove_container(container_id, force=True)
+    except docker.errors.DockerException as exc:
+        logger.warning("cannot remove container %s: %s", container_id[:12], exc)
 
 
 def sweep_orphans() -> int:

@@ -79,9 +79,9 @@ class ServerProcess:
             await anyio.sleep(0.05)
         return self.process.returncode
 
-    def limit_exceeded(self) -> str | None:
-        """The resource limit the server hit, if that is why it stopped."""
-        return self._limit_check()
+    async def limit_exceeded(self) -> str | None:
+        """The resource limit the server hit, if that is why it stopped (asks the kernel or Docker)."""
+        return await anyio.to_thread.run_sync(self._limit_check)
 
 
 @asynccontextmanager
@@ -124,15 +124,19 @@ async def launch(
         limits.release()
 
 
-def resolve_mounts(spec: SandboxSpec, base_dir: Path) -> list[tuple[Path, str]]:
-    """Granted mounts as absolute host paths; a missing path is a configuration error."""
+def resolve_mounts(spec: SandboxSpec, base_dir: Path) -> list[tuple[Path, Path, str]]:
+    """Granted mounts as (host path with links resolved, path inside the sandbox, mode).
+
+    A missing host path is a configuration error. Inside the sandbox a mount keeps the path
+    it was given (or its `target`), so `/lib64 -> usr/lib64` is still found at `/lib64`.
+    """
     resolved = []
     for mount in spec.mounts:
-        path = Path(mount.path).expanduser()
-        path = (path if path.is_absolute() else base_dir / path).resolve()
-        if not path.exists():
-            raise LaunchError(f"sandbox mount {mount.path!r} does not exist (resolved to {path})")
-        resolved.append((path, mount.mode))
+        given = Path(mount.path).expanduser()
+        given = Path(os.path.normpath(given if given.is_absolute() else base_dir / given))
+        if not given.exists():
+            raise LaunchError(f"sandbox mount {mount.path!r} does not exist (resolved to {given})")
+        resolved.append((given.resolve(), Path(mount.target) if mount.target else given, mount.mode))
     return resolved
 
 
@@ -141,7 +145,7 @@ def unmounted_directories(spec: SandboxSpec, server: ServerCommand) -> list[str]
     if spec.kind == "none":
         return []
     try:
-        granted = [path for path, _ in resolve_mounts(spec, server.base_dir)]
+        granted = [host for host, _, _ in resolve_mounts(spec, server.base_dir)]
     except LaunchError:
         granted = []
     missing = []
@@ -246,6 +250,11 @@ async def _stop(server: ServerProcess) -> None:
                 await stream.aclose()
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
+    # asyncio keeps the subprocess transport open while a descendant holds a pipe, then warns
+    # when it is collected after the loop is gone; nothing public closes it, so reach for it.
+    transport = getattr(getattr(process, "_process", None), "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

@@ -89,3 +89,59 @@ def subprocess_env(isolated_home: Path) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env["AGENTFLUX_HOME"] = str(isolated_home)
     yield env
+
+
+# -- sandboxes ---------------------------------------------------------------------------------
+
+# CI sets this so that a sandbox test can never pass by being skipped.
+REQUIRE_SANDBOXES = os.environ.get("AGENTFLUX_REQUIRE_SANDBOXES") == "1"
+DOCKER_TEST_IMAGE = "agentflux-test-base:latest"
+
+
+def require(available: bool, what: str) -> None:
+    if available:
+        return
+    if REQUIRE_SANDBOXES:
+        pytest.fail(f"{what} is required (AGENTFLUX_REQUIRE_SANDBOXES=1) but not available")
+    pytest.skip(f"SKIPPED: {what} is not available on this machine")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """An image with nothing in it, made locally (no registry can be reached): the host's
+    toolchain is bind-mounted read-only into each container, see `docker_sandbox`."""
+    import io
+    import tarfile
+
+    try:
+        import docker
+
+        engine = docker.from_env(timeout=30)
+        engine.ping()
+    except Exception as exc:  # the engine is optional outside CI
+        require(False, f"a running Docker engine ({exc})")
+        raise
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("tmp")
+        info.type, info.mode = tarfile.DIRTYPE, 0o1777
+        archive.addfile(info)
+    engine.api.import_image_from_data(buffer.getvalue(), repository="agentflux-test-base", tag="latest")
+    return DOCKER_TEST_IMAGE
+
+
+def toolchain_mounts() -> list[dict]:
+    """Read-only mounts that let an empty image run this machine's node and Python servers."""
+    import sysconfig
+
+    paths = ["/usr", "/bin", "/lib", "/lib64", "/etc/ssl", str(NODE_MODULES), str(ROOT / "tests/servers")]
+    paths += [sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"]]
+    return [{"path": p, "mode": "ro"} for p in dict.fromkeys(paths) if Path(p).exists()]
+
+
+def sandbox_block(kind: str, mounts: list[dict], image: str | None = None, **extra: object) -> dict:
+    block: dict = {"kind": kind, "mounts": list(mounts), **extra}
+    if kind == "docker":
+        block["image"] = image
+        block["mounts"] = toolchain_mounts() + block["mounts"]
+    return block
