@@ -4,4 +4,5 @@ import sys
 
 from agentflux.proxy.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # also imported by multiprocessing's spawn (vLLM workers)
+    sys.exit(main())

@@ -100,7 +100,34 @@ def _check(args: argparse.Namespace) -> int:
     return anyio.run(run_check, registry, args.json, args.timeout)
 
 
+def _init_tiny(args: argparse.Namespace) -> int:
+    from agentflux.proxy.tiny_model import init_tiny
+    from agentflux.proxy.vocab import fetch
+
+    vocab = fetch(args.vocab) if args.vocab else fetch()
+    path = init_tiny(args.dir, args.seed, vocab)
+    print(f"tiny Qwen2 model (seed {args.seed}) in {path}")
+    return 0
+
+
+def _fetch_vocab(args: argparse.Namespace) -> int:
+    from agentflux.proxy.vocab import fetch
+
+    print(f"Qwen2.5 vocabulary and chat template in {fetch(args.dest)}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
+    model = command_group(commands, "model", "local models: build the tiny test model, fetch its vocabulary")
+    tiny = model.add_parser("init-tiny", help="build a tiny Qwen2 model with the real Qwen2.5 tokenizer (no hub access)")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--vocab", type=Path, help="where the vocabulary is (or goes); default: $AGENTFLUX_VOCAB_DIR")
+    tiny.set_defaults(handler=_init_tiny)
+    vocab = model.add_parser("fetch-vocab", help="extract the Qwen2.5 vocabulary from llama-cpp-python's sdist (PyPI)")
+    vocab.add_argument("--dest", type=Path, help="default: $AGENTFLUX_VOCAB_DIR or ~/.agentflux/vocab/qwen2.5")
+    vocab.set_defaults(handler=_fetch_vocab)
+
     serve = commands.add_parser("serve", help="run the agentflux MCP server", description="Run the agentflux MCP server.")
     add_registry_argument(serve)
     serve.add_argument("--surface", type=_surfaces, help="comma-separated: passthrough,search (default: the registry's)")

@@ -348,8 +348,8 @@ class Hub:
         session = ClientSession(
             read,
             write,
-            sampling_callback=_delegate_sampling(server),
-            elicitation_callback=_delegate_elicitation(server),
+            sampling_callback=_delegate(server, lambda peer, params: peer.sample(params), "sampling"),
+            elicitation_callback=_delegate(server, lambda peer, params: peer.elicit(params), "elicitation"),
             logging_callback=_delegate_logging(server),
             message_handler=on_message,
         )
@@ -490,34 +490,19 @@ def _current_peer(server: Downstream) -> Peer | None:
     return server.peers[-1] if server.peers else None
 
 
-def _delegate_sampling(server: Downstream) -> Any:
-    async def sampling(
-        context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult | types.ErrorData:
+def _delegate(server: Downstream, ask: Callable[[Peer, Any], Awaitable[Any]], what: str) -> Any:
+    """A session callback that hands a server's request (sampling, elicitation) to the upstream peer."""
+
+    async def delegate(context: ClientRequestContext, params: Any) -> Any:
         peer = _current_peer(server)
         if peer is None:
-            return types.ErrorData(code=types.INVALID_REQUEST, message="sampling is only available during a call")
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"{what} is only available during a call")
         try:
-            return await peer.sample(params)
+            return await ask(peer, params)
         except MCPError as exc:
             return types.ErrorData(code=exc.code, message=exc.message)
 
-    return sampling
-
-
-def _delegate_elicitation(server: Downstream) -> Any:
-    async def elicitation(
-        context: ClientRequestContext, params: types.ElicitRequestParams
-    ) -> types.ElicitResult | types.ErrorData:
-        peer = _current_peer(server)
-        if peer is None:
-            return types.ErrorData(code=types.INVALID_REQUEST, message="elicitation is only available during a call")
-        try:
-            return await peer.elicit(params)
-        except MCPError as exc:
-            return types.ErrorData(code=exc.code, message=exc.message)
-
-    return elicitation
+    return delegate
 
 
 def _delegate_logging(server: Downstream) -> Any:

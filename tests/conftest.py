@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,8 +81,9 @@ def node22() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("node")
 
 
-def agentflux_command() -> list[str]:
-    return [PYTHON, "-m", "agentflux.proxy"]
+def run_agentflux(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """The `agentflux` command as a user runs it, in a subprocess."""
+    return subprocess.run([PYTHON, "-m", "agentflux.proxy", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -145,3 +147,31 @@ def sandbox_block(kind: str, mounts: list[dict], image: str | None = None, **ext
         block["image"] = image
         block["mounts"] = toolchain_mounts() + block["mounts"]
     return block
+
+
+# -- models ------------------------------------------------------------------------------------
+
+VOCAB_DIR = ROOT / ".cache/qwen2.5-vocab"
+
+
+@pytest.fixture(scope="session")
+def vocab_dir() -> Path:
+    """The Qwen2.5 vocabulary, extracted by `make setup` (agentflux model fetch-vocab)."""
+    from agentflux.proxy.vocab import fetch
+
+    return fetch(VOCAB_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(vocab_dir: Path) -> Path:
+    """The tiny Qwen2 test model, built once per session from the real Qwen2.5 tokenizer."""
+    from agentflux.proxy.tiny_model import init_tiny
+
+    return init_tiny(ROOT / ".cache/tiny-model", seed=0, vocab=vocab_dir)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)

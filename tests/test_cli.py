@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from conftest import PYTHON, ROOT, python_entry, time_entry, write_registry
-
-
-def agentflux(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "agentflux.proxy", *args], env=env, capture_output=True, text=True, timeout=180)
+from conftest import ROOT, python_entry, time_entry, write_registry
+from conftest import run_agentflux as agentflux
 
 
 def test_check_the_example_registry(subprocess_env: dict[str, str]) -> None:

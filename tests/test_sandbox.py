@@ -18,7 +18,7 @@ import yaml
 from agentflux.proxy.hub import Health
 from agentflux.sandbox import bwrap
 
-from conftest import PYTHON, ROOT, filesystem_entry, require, sandbox_block, time_entry
+from conftest import FILESYSTEM_SERVER, PYTHON, ROOT, filesystem_entry, require, run_agentflux, sandbox_block, time_entry
 from test_proxy import proxied, text_of, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -232,13 +232,7 @@ def test_containers_and_processes_are_cleaned_up_after_the_proxy_is_killed(
     finally:
         if proxy.poll() is None:
             proxy.kill()
-    check = subprocess.run(
-        [PYTHON, "-m", "agentflux.proxy", "registry", "check", str(registry), "--timeout", "5"],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    check = run_agentflux("registry", "check", str(registry), "--timeout", "5", env=subprocess_env)
     assert check.returncode in (0, 1), check.stderr
     assert _agentflux_containers(proxy.pid) == []
 
@@ -261,14 +255,9 @@ def test_registry_check_warns_about_unmounted_directories(tmp_path: Path, subpro
     data = tmp_path / "data"
     data.mkdir()
     registry = tmp_path / "registry.yaml"
-    registry.write_text(yaml.safe_dump({"mcpServers": {"fs": {"command": "node", "args": [str(ROOT / "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"), str(data)]}}}))
-    done = subprocess.run(
-        [PYTHON, "-m", "agentflux.proxy", "registry", "check", str(registry), "--timeout", "20"],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    entry = {"command": "node", "args": [str(FILESYSTEM_SERVER), str(data)]}
+    registry.write_text(yaml.safe_dump({"mcpServers": {"fs": entry}}))
+    done = run_agentflux("registry", "check", str(registry), "--timeout", "20", env=subprocess_env)
     assert f"fs: argument {str(data)!r} names a host directory the sandbox does not mount" in done.stdout
     assert done.returncode == 1  # the filesystem server cannot start on a directory it cannot see
 
