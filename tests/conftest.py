@@ -86,6 +86,12 @@ def run_agentflux(*args: str, env: dict[str, str], timeout: float = 180) -> subp
     return subprocess.run([PYTHON, "-m", "agentflux.proxy", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def subprocess_env_session(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment for long-lived subprocesses shared by a whole session."""
+    return dict(os.environ) | {"AGENTFLUX_HOME": str(tmp_path_factory.mktemp("session-home"))}
+
+
 @pytest.fixture
 def subprocess_env(isolated_home: Path) -> Iterator[dict[str, str]]:
     env = dict(os.environ)

@@ -1,0 +1,40 @@
+"""The grammar every backend decodes arguments with: one space, then JSON valid for a schema.
+
+Built with xgrammar (the library vLLM uses too) with `any_whitespace=False`, which writes
+exactly Qwen's separators (`", "`, `": "`), so a model generates arguments character for
+character as its chat template renders them in training data.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from agentflux.proxy.protocol import JSON_LEAD
+
+
+@lru_cache(maxsize=512)
+def _ebnf(schema_json: str) -> str:
+    import xgrammar as xgr
+
+    lead = xgr.Grammar.from_ebnf(f"root ::= {json.dumps(JSON_LEAD)}")
+    body = xgr.Grammar.from_json_schema(schema_json, any_whitespace=False)
+    return str(xgr.Grammar.concat(lead, body))
+
+
+def arguments_grammar(schema: dict[str, Any]) -> str:
+    """EBNF for `JSON_LEAD` + a JSON value valid for `schema` (cached per schema)."""
+    return _ebnf(json.dumps(schema, sort_keys=True))
+
+
+def check_arguments(value: Any, schema: dict[str, Any]) -> None:
+    """Raise GenerationError when `value` does not validate against `schema`."""
+    import jsonschema
+
+    from agentflux.proxy.backends import GenerationError
+
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        raise GenerationError(f"generated arguments do not match the schema: {exc.message}") from None

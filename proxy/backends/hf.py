@@ -1,0 +1,191 @@
+"""transformers + peft: every adapter in one PeftModel, switched per call.
+
+Runs anywhere torch does (CPU, Apple, CUDA). Calls are serialized on one worker thread: a
+model holds one active adapter at a time, and a CPU has no spare cores to run two anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agentflux.proxy.backends import GenerationError, best_candidate
+from agentflux.proxy.backends.grammar import arguments_grammar, check_arguments
+from agentflux.proxy.protocol import encode, parse_arguments
+
+logger = logging.getLogger(__name__)
+
+
+class TransformersBackend:
+    def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu", max_json_tokens: int = 512) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.device = _device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
+        self.base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        self.model: Any = self.base  # becomes a PeftModel with the first adapter
+        self.max_json_tokens = max_json_tokens
+        self._adapters: dict[str, Path] = {}
+        # One model call at a time, on a worker thread; a lock (not an anyio limiter) so the
+        # backend can outlive one event loop.
+        self._lock = threading.Lock()
+        self._grammar_compiler: Any = None
+        self.eos_ids = _eos_ids(self.base, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    # -- adapters ---------------------------------------------------------------------------
+
+    def _locked(self, function: Any, *args: Any) -> Any:
+        with self._lock:
+            return function(*args)
+
+    def adapters(self) -> set[str]:
+        return set(self._adapters)
+
+    async def load_adapter(self, name: str, path: Path) -> None:
+        await anyio.to_thread.run_sync(self._locked, self._load_adapter, name, path)
+
+    def _load_adapter(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        if name in self._adapters:
+            self.model.delete_adapter(name)
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=name).eval()
+        self._adapters[name] = path
+
+    async def unload_adapter(self, name: str) -> None:
+        def unload() -> None:
+            if self._adapters.pop(name, None) is not None:
+                self.model.delete_adapter(name)
+
+        await anyio.to_thread.run_sync(self._locked, unload)
+
+    def _with_adapter(self, adapter: str | None) -> Any:
+        """A context in which the model runs as `adapter` (None: the base model)."""
+        from contextlib import nullcontext
+
+        if adapter is None:
+            return self.model.disable_adapter() if self._adapters else nullcontext()
+        if adapter not in self._adapters:
+            raise GenerationError(f"adapter {adapter!r} is not loaded")
+        self.model.set_adapter(adapter)
+        return nullcontext()
+
+    # -- the interface ----------------------------------------------------------------------
+
+    async def choose(self, prompt: str, candidates: list[str], adapter: str | None) -> str:
+        return best_candidate(candidates, await self.scores(prompt, candidates, adapter))
+
+    async def scores(self, prompt: str, candidates: list[str], adapter: str | None) -> list[float]:
+        return await anyio.to_thread.run_sync(self._locked, self._scores, prompt, candidates, adapter)
+
+    def _scores(self, prompt: str, candidates: list[str], adapter: str | None) -> list[float]:
+        """Total log-probability of each candidate after the prompt, in one left-padded forward."""
+        torch = self._torch
+        prompt_ids = encode(self.tokenizer, prompt)
+        endings = [encode(self.tokenizer, candidate) for candidate in candidates]
+        rows = [prompt_ids + ending for ending in endings]
+        width = max(len(row) for row in rows)
+        keep = max(len(ending) for ending in endings) + 1
+        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode(), self._with_adapter(adapter):
+            logits = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+            ).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scores = []
+        for row, ending in enumerate(endings):
+            # Kept logits cover the last `keep` positions; the one before each token predicts it.
+            start = keep - len(ending) - 1
+            picked = logprobs[row, start : start + len(ending)].gather(-1, torch.tensor(ending, device=self.device)[:, None])
+            scores.append(float(picked.sum()))
+        return scores
+
+    async def generate_json(self, prompt: str, schema: dict[str, Any], adapter: str | None) -> Any:
+        text = await anyio.to_thread.run_sync(self._locked, self._generate_json, prompt, schema, adapter)
+        value = parse_arguments(text)
+        check_arguments(value, schema)
+        return value
+
+    def _generate_json(self, prompt: str, schema: dict[str, Any], adapter: str | None) -> str:
+        import xgrammar as xgr
+
+        compiled = self._compiler().compile_grammar(arguments_grammar(schema))
+        # The processor is stateful: a fresh one per call.
+        processor = xgr.contrib.hf.LogitsProcessor(compiled)
+        tokens, finished = self._generate(prompt, adapter, self.max_json_tokens, [processor])
+        if not finished:
+            raise GenerationError(f"the model did not finish the arguments within {self.max_json_tokens} tokens")
+        return self.tokenizer.decode(tokens)
+
+    def _compiler(self) -> Any:
+        import xgrammar as xgr
+
+        if self._grammar_compiler is None:
+            info = xgr.TokenizerInfo.from_huggingface(
+                self.tokenizer, vocab_size=self.base.config.vocab_size, stop_token_ids=self.eos_ids
+            )
+            self._grammar_compiler = xgr.GrammarCompiler(info)
+        return self._grammar_compiler
+
+    async def generate_text(self, prompt: str, adapter: str | None, max_tokens: int) -> str:
+        def run() -> str:
+            tokens, _ = self._generate(prompt, adapter, max_tokens, [])
+            return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+        return await anyio.to_thread.run_sync(self._locked, run)
+
+    def _generate(self, prompt: str, adapter: str | None, max_tokens: int, processors: list[Any]) -> tuple[list[int], bool]:
+        """Greedy tokens after the prompt (stop token excluded), and whether a stop token ended them."""
+        from transformers import LogitsProcessorList
+
+        torch = self._torch
+        input_ids = torch.tensor([encode(self.tokenizer, prompt)], device=self.device)
+        with torch.inference_mode(), self._with_adapter(adapter):
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                logits_processor=LogitsProcessorList(processors),
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.pad_id,
+            )
+        new = output[0, input_ids.shape[1] :].tolist()
+        finished = bool(new) and new[-1] in self.eos_ids
+        return (new[:-1] if finished else new), finished
+
+    async def aclose(self) -> None:
+        self.model = self.base = None
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.insert(0, tokenizer.eos_token_id)
+    return ids

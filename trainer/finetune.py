@@ -1,0 +1,162 @@
+"""LoRA fine-tuning on span-masked examples: trl's SFTTrainer with peft.
+
+Every example arrives pre-tokenized by the prompt protocol as `input_ids` plus a 0/1
+`completion_mask` over exactly the tokens that carry loss (a tool name, the arguments, a
+toolset name, or a whole call for the traditional baseline). trl turns the mask into labels
+(`completion_only_loss=True`).
+
+The CPU-fast path: a 150k-token vocabulary makes the output layer dominate a small model's
+step, and only a handful of positions carry loss, so `compute_loss` asks the model for the
+logits of those positions only (`logits_to_keep=<indices>`). The loss is identical; a step is
+about fifty times faster on a CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The paper's defaults (r=32, alpha=64, dropout 0.1, rsLoRA, every projection)."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.1
+    rslora: bool = True
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    learning_rate: float = 2e-4
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 4
+    warmup_steps: float = 0.05  # a fraction of all steps when below 1
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"target_modules": list(self.target_modules)}
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    steps: int
+    examples: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _sparse_trainer_class() -> type:
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class SparseLogitsSFTTrainer(SFTTrainer):
+        """Computes logits (and the loss) only at positions whose next token carries loss."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            targets = inputs["labels"][:, 1:]
+            keep = (targets != -100).any(0).nonzero().squeeze(-1)
+            forward = {k: v for k, v in inputs.items() if k not in ("labels", "completion_mask", "assistant_masks")}
+            outputs = model(**forward, logits_to_keep=keep, use_cache=False)
+            chosen = targets[:, keep]
+            loss = F.cross_entropy(
+                outputs.logits.float().flatten(0, 1), chosen.flatten(), ignore_index=-100, reduction="sum"
+            )
+            count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
+            loss = loss / count
+            return (loss, outputs) if return_outputs else loss
+
+    return SparseLogitsSFTTrainer
+
+
+def train_adapter(
+    base_model: Path | str,
+    examples: list[tuple[list[int], list[int]]],
+    output: Path,
+    settings: LoraSettings = LoraSettings(),
+    *,
+    description: str = "adapter",
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on `(input_ids, completion_mask)` pairs; write a PEFT directory atomically."""
+    import time
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from trl import SFTConfig
+
+    if not examples:
+        raise ValueError(f"no training examples for {description}")
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    dataset = Dataset.from_dict(
+        {"input_ids": [ids for ids, _ in examples], "completion_mask": [mask for _, mask in examples]}
+    )
+    lora = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        use_rslora=settings.rslora,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    losses: list[float] = []
+
+    class RecordLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    with tempfile.TemporaryDirectory(prefix="agentflux-train-") as scratch:
+        config = SFTConfig(
+            output_dir=scratch,
+            completion_only_loss=True,
+            per_device_train_batch_size=settings.batch_size,
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps,
+            learning_rate=settings.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=settings.warmup_steps,
+            weight_decay=settings.weight_decay,
+            seed=settings.seed,
+            data_seed=settings.seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            bf16=False,
+            gradient_checkpointing=False,
+            max_length=None,
+            disable_tqdm=not progress,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+        )
+        trainer = _sparse_trainer_class()(
+            model=model,
+            args=config,
+            train_dataset=dataset,
+            peft_config=lora,
+            processing_class=tokenizer,
+            callbacks=[RecordLoss()],
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
+        trainer.train()
+        partial = output.with_name(output.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        trainer.model.save_pretrained(partial)
+        if output.exists():
+            shutil.rmtree(output)
+        partial.rename(output)
+    seconds = time.monotonic() - started
+    logger.info("trained %s on %d examples in %.1fs", description, len(examples), seconds)
+    return TrainResult(output, trainer.state.global_step, len(examples), losses, seconds)
