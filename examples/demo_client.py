@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -36,22 +35,23 @@ async def main(registry: Path) -> None:
     server = StdioServerParameters(command=sys.executable, args=["-m", "agentflux.proxy", "serve", "--registry", str(registry)], env=env)
     async with Client(server, mode="legacy") as client:
         print(f"connected to {client.server_info.name} {client.server_info.version}")
-        # agentflux answers at once and starts its servers in the background; wait for the ones we use.
-        with anyio.move_on_after(60):
-            while not {"filesystem", "time"} <= {t.name.split("__")[0] for t in (await client.list_tools()).tools}:
-                await anyio.sleep(0.2)
-        tools = (await client.list_tools()).tools
-        per_server = Counter(t.name.split("__", 1)[0] for t in tools if "__" in t.name)
-        show("tools per server", "\n".join(f"{name}: {count}" for name, count in sorted(per_server.items())))
+        show("tools offered", "\n".join(t.name for t in (await client.list_tools()).tools))
 
-        workspace = HERE / "workspace"
-        listing = await client.call_tool("filesystem__list_directory", {"path": str(workspace)})
-        show("filesystem__list_directory examples/workspace", text_of(listing))
-        todo = await client.call_tool("filesystem__read_text_file", {"path": str(workspace / "notes/todo.txt")})
+        async def call(name: str, arguments: dict) -> types.CallToolResult:
+            # agentflux answers at once and starts its servers in the background: retry until ready.
+            with anyio.move_on_after(60):
+                while (result := await client.call_tool("call_tool", {"name": name, "arguments": arguments})).is_error:
+                    if "unknown tool" not in text_of(result) and "not ready" not in text_of(result):
+                        break
+                    await anyio.sleep(0.3)
+            return result
+
+        listing = await call("filesystem__list_directory", {"path": "."})
+        show("filesystem__list_directory .", text_of(listing))
+        todo = await call("filesystem__read_text_file", {"path": "notes/todo.txt"})
         show("filesystem__read_text_file notes/todo.txt", text_of(todo))
-        if per_server.get("time"):
-            now = await client.call_tool("time__get_current_time", {"timezone": "Europe/Paris"})
-            show("time__get_current_time Europe/Paris", json.dumps(now.structured_content, indent=1))
+        now = await call("time__get_current_time", {"timezone": "Europe/Paris"})
+        show("time__get_current_time Europe/Paris", json.dumps(now.structured_content, indent=1))
         found = await client.call_tool("search_tools", {"query": "search for files matching a pattern", "limit": 3})
         show("search_tools 'search for files matching a pattern'", "\n".join(m["name"] for m in found.structured_content["tools"]))
 

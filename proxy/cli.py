@@ -22,7 +22,7 @@ from agentflux.registry.cli import add_registry_argument, command_group, load_or
 from agentflux.registry.home import logs_dir
 from agentflux.registry.secrets import RedactingFilter
 
-SURFACES = ("passthrough", "search")
+SURFACES = ("do_task", "passthrough", "search")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +130,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     serve = commands.add_parser("serve", help="run the agentflux MCP server", description="Run the agentflux MCP server.")
     add_registry_argument(serve)
-    serve.add_argument("--surface", type=_surfaces, help="comma-separated: passthrough,search (default: the registry's)")
+    serve.add_argument("--surface", type=_surfaces, help="comma-separated: do_task,passthrough,search (default: the registry's, else do_task)")
     serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     serve.add_argument("--host", help="HTTP bind address (default: proxy.http.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: proxy.http.port, 8765)")

@@ -481,6 +481,18 @@ def error_result(message: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
 
 
+MAX_RESULT_CHARS = 20_000
+
+
+def result_text(result: types.CallToolResult) -> str:
+    """A tool result as the model reads it: its text, with other content named, bounded in size."""
+    parts = [block.text if isinstance(block, types.TextContent) else f"[{block.type} content]" for block in result.content]
+    text = "\n".join(parts)
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + f"\n[… {len(text) - MAX_RESULT_CHARS} characters cut …]"
+    return text
+
+
 # -- server-to-client requests, routed to the upstream request in flight ----------------------
 
 

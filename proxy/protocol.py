@@ -47,6 +47,7 @@ SUMMARY_SYSTEM = (
     "briefly and precisely; say what could not be done."
 )
 SUMMARIZE_DESCRIPTION = "Finish: the task is done, or cannot go further with these tools."
+DESCRIPTION_CHARS = 240
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,27 @@ def _toolset_description(toolset: Toolset) -> str:
     return f"{toolset.description} Tools: {names}." if toolset.description else f"Tools: {names}."
 
 
+def compact(tool: Tool) -> Tool:
+    """A tool as the selector sees it: its name, the start of its description, and its
+    parameters' names and types. Choosing a tool needs no more, and a toolset as large as
+    monday.com's (92 tools, 217 KB of schemas) then still fits a prompt; the argument
+    prompt shows the full schema of the one chosen tool."""
+    description = tool.description.strip()
+    if len(description) > DESCRIPTION_CHARS:
+        description = description[: DESCRIPTION_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    properties = {
+        name: {"type": spec["type"]} if isinstance(spec, dict) and isinstance(spec.get("type"), str) else {}
+        for name, spec in (tool.parameters.get("properties") or {}).items()
+    }
+    parameters: dict[str, Any] = {"type": "object", "properties": properties}
+    if tool.parameters.get("required"):
+        parameters["required"] = list(tool.parameters["required"])
+    return Tool(tool.name, description, parameters)
+
+
 def select_prompt(fmt: ChatFormat, task: str, history: Sequence[Call], toolset: Toolset) -> Prompt:
     system = SELECTOR_SYSTEM.format(toolset=toolset.name, description=toolset.description or "its tools below")
-    return _choice(fmt, "select", system, [*toolset.tools, SUMMARIZE_TOOL], task, history)
+    return _choice(fmt, "select", system, [*map(compact, toolset.tools), SUMMARIZE_TOOL], task, history)
 
 
 def arguments_prompt(fmt: ChatFormat, task: str, history: Sequence[Call], tool: Tool) -> Prompt:
@@ -259,6 +278,7 @@ def call_example(
     fmt: ChatFormat, task: str, history: Sequence[Call], toolset: Toolset, name: str, arguments: dict[str, Any]
 ) -> Example:
     """The traditional baseline: the toolset's prompt, and the whole call as the target."""
+    # The baseline writes arguments too, so it sees every tool's full schema, as a plain tool-calling model does.
     system = SELECTOR_SYSTEM.format(toolset=toolset.name, description=toolset.description or "its tools below")
     prompt = fmt.conversation(system, [*toolset.tools, SUMMARIZE_TOOL], task, history)
     return Example(prompt, fmt.full_call(name, arguments), "call")

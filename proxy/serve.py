@@ -15,6 +15,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
 from agentflux.proxy.hub import Hub
+from agentflux.proxy.runtime import AgentRuntime
 from agentflux.proxy.server import ProxyServer
 from agentflux.proxy.transport import stdio_streams
 from agentflux.registry.loader import Registry
@@ -33,12 +34,22 @@ class ConfigurationError(Exception):
 
 def build_proxy(registry: Registry, surfaces: list[str] | None = None) -> ProxyServer:
     settings = registry.config.proxy
-    return ProxyServer(Hub(registry), surfaces or list(settings.surfaces), settings.namespacing)
+    surfaces = surfaces or list(settings.surfaces)
+    hub = Hub(registry)
+    runtime = AgentRuntime(registry, hub) if "do_task" in surfaces else None
+    return ProxyServer(hub, surfaces, settings.namespacing, runtime)
+
+
+async def run_background(proxy: ProxyServer, tg: anyio.abc.TaskGroup) -> None:
+    """The hub, and the model when do_task is served, both starting in the background."""
+    await tg.start(proxy.hub.run)
+    if proxy.runtime is not None:
+        await tg.start(proxy.runtime.run)
 
 
 async def serve_stdio(proxy: ProxyServer) -> None:
     async with anyio.create_task_group() as tg:
-        await tg.start(proxy.hub.run)
+        await run_background(proxy, tg)
         async with stdio_streams() as (read, write):
             await proxy.server.run(read, write, proxy.server.create_initialization_options())
         tg.cancel_scope.cancel()
@@ -101,7 +112,7 @@ def http_app(proxy: ProxyServer, http: HttpSettings, host: str, port: int, token
 async def serve_http(proxy: ProxyServer, app: Starlette, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
     async with anyio.create_task_group() as tg:
-        await tg.start(proxy.hub.run)
+        await run_background(proxy, tg)
         await uvicorn.Server(config).serve()
         tg.cancel_scope.cancel()
 

@@ -1,8 +1,10 @@
 """The upstream MCP server that hosts talk to.
 
 Built on the SDK's low-level `Server`, because a proxy serves tools it only knows as raw
-JSON schemas. Two surfaces can be exposed, chosen in the registry (`proxy.surfaces`) or
+JSON schemas. Three surfaces can be exposed, chosen in the registry (`proxy.surfaces`) or
 on the command line:
+
+- `do_task` (the default): one tool that runs the local agent over every toolset (agent.py).
 
 - `passthrough`: every downstream tool, resource and prompt, namespaced per server
   (`filesystem__read_file`); results come back unchanged.
@@ -18,7 +20,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+
+import anyio
 
 import mcp.types as types
 from mcp import MCPError
@@ -37,7 +42,11 @@ from mcp.shared.message import ServerMessageMetadata
 from agentflux.proxy import __version__
 from agentflux.proxy.hub import Hub, error_result
 from agentflux.proxy.naming import NameMap, Origin
+from agentflux.proxy.agent import Budget, Outcome
+from agentflux.proxy.runtime import AgentRuntime, ModelUnavailable
 from agentflux.proxy.search import Document, SearchIndex
+from agentflux.registry.home import agentflux_home
+from agentflux.registry.secrets import REDACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +80,25 @@ SEARCH_TOOLS = [
     ),
 ]
 _SEARCH_NAMES = {tool.name for tool in SEARCH_TOOLS}
+
+DO_TASK = types.Tool(
+    name="do_task",
+    description=(
+        "Do a task with the connected tools (files, time, and any other registered MCP server), using a local "
+        "model, privately. Describe the task in plain language; the result summarizes what the tools returned, "
+        "and the structured result lists every step."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "description": "what to do, in plain language"},
+            "max_steps": {"type": "integer", "minimum": 1, "maximum": 50, "description": "default 8"},
+            "timeout_s": {"type": "number", "minimum": 1, "maximum": 3600, "description": "default 50 (hosts time out at 60)"},
+        },
+        "required": ["task"],
+    },
+)
+HEARTBEAT_S = 10.0
 
 # The proxy can always announce list changes; hosts that ignore them still see a stable list.
 _CHANGES = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -118,8 +146,9 @@ class UpstreamPeer:
 class ProxyServer:
     """Maps the upstream MCP surface onto the hub's downstream sessions."""
 
-    def __init__(self, hub: Hub, surfaces: list[str], namespacing: bool) -> None:
+    def __init__(self, hub: Hub, surfaces: list[str], namespacing: bool, runtime: AgentRuntime | None = None) -> None:
         self.hub = hub
+        self.runtime = runtime
         self.surfaces = surfaces
         self.namespacing = namespacing
         self._bus = InMemorySubscriptionBus()
@@ -189,6 +218,8 @@ class ProxyServer:
         return changed
 
     async def on_hub_change(self, server_name: str) -> None:
+        if self.runtime is not None:
+            await self.runtime.refresh()
         if not self.rebuild():
             return
         if "passthrough" in self.surfaces:
@@ -218,13 +249,15 @@ class ProxyServer:
 
     def visible_tools(self) -> list[types.Tool]:
         tools: list[types.Tool] = []
+        if "do_task" in self.surfaces:
+            tools.append(DO_TASK)
         if "search" in self.surfaces:
             tools.extend(SEARCH_TOOLS)
         if "passthrough" in self.surfaces:
             for server in self.hub.servers.values():
                 for tool in server.catalog.tools:
                     public = self._tool_names.public(server.name, tool.name)
-                    if "search" in self.surfaces and public in _SEARCH_NAMES:
+                    if public in _SEARCH_NAMES | {DO_TASK.name} and public in {t.name for t in tools}:
                         logger.warning("tool %s of %s is hidden by the search surface's own tool", tool.name, server.name)
                         continue
                     tools.append(tool if public == tool.name else tool.model_copy(update={"name": public}))
@@ -239,6 +272,8 @@ class ProxyServer:
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         self._remember(ctx)
         arguments = params.arguments or {}
+        if "do_task" in self.surfaces and params.name == DO_TASK.name:
+            return await self._do_task(ctx, arguments)
         if "search" in self.surfaces and params.name == "search_tools":
             return self._search(arguments)
         if "search" in self.surfaces and params.name == "call_tool":
@@ -248,7 +283,8 @@ class ProxyServer:
                 return error_result("call_tool needs 'name' (a string) and 'arguments' (an object)")
             return await self._forward_tool(ctx, name, inner)
         if "passthrough" not in self.surfaces:
-            return error_result(f"unknown tool {params.name!r}; this server offers: {', '.join(sorted(_SEARCH_NAMES))}")
+            offered = ", ".join(tool.name for tool in self.visible_tools())
+            return error_result(f"unknown tool {params.name!r}; this server offers: {offered}")
         return await self._forward_tool(ctx, params.name, arguments)
 
     async def _forward_tool(
@@ -259,6 +295,35 @@ class ProxyServer:
             return error_result(f"unknown tool {public!r}; list the tools (or use search_tools) to see what exists")
         return await self.hub.call_tool(
             origin.server, origin.name, arguments, peer=UpstreamPeer(ctx), progress=_progress_relay(ctx)
+        )
+
+    async def _do_task(self, ctx: ServerRequestContext[Any], arguments: dict[str, Any]) -> types.CallToolResult:
+        task = arguments.get("task")
+        if not isinstance(task, str) or not task.strip():
+            return error_result("do_task needs 'task': what to do, in plain language")
+        try:
+            budget = Budget(
+                max_steps=int(arguments.get("max_steps", Budget.max_steps)),
+                timeout_s=float(arguments.get("timeout_s", Budget.timeout_s)),
+            )
+        except (TypeError, ValueError):
+            return error_result("'max_steps' must be an integer and 'timeout_s' a number")
+        if self.runtime is None:
+            return error_result("do_task is not available: this agentflux runs without a model")
+        progress = _Progress(ctx)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(progress.heartbeat)
+            try:
+                await progress.report("loading the model")
+                agent = await self.runtime.ready_agent(budget.timeout_s)
+                outcome = await agent.run(task, budget, progress.report)
+            except ModelUnavailable as exc:
+                return error_result(str(exc))
+            finally:
+                tg.cancel_scope.cancel()
+        log_trajectory(outcome)
+        return types.CallToolResult(
+            content=[types.TextContent(text=_render(outcome))], structured_content=outcome.as_dict()
         )
 
     def _search(self, arguments: dict[str, Any]) -> types.CallToolResult:
@@ -410,3 +475,47 @@ def _progress_relay(ctx: ServerRequestContext[Any]) -> ProgressFnT | None:
         await ctx.session.report_progress(progress, total, message)
 
     return relay
+
+
+class _Progress:
+    """Progress notifications for a do_task call; they double as heartbeats, because hosts
+    reset their 60-second timeout on progress only if they hear some."""
+
+    def __init__(self, ctx: ServerRequestContext[Any]) -> None:
+        self._ctx = ctx
+        self._value = 0.0
+        self._message = "starting"
+
+    async def report(self, message: str) -> None:
+        self._value, self._message = self._value + 1, message
+        await self._send()
+
+    async def heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(HEARTBEAT_S)
+            self._value += 0.01  # progress must increase with every notification
+            await self._send(f"still working: {self._message}")
+
+    async def _send(self, message: str | None = None) -> None:
+        try:
+            await self._ctx.session.report_progress(self._value, None, message or self._message)
+        except Exception:  # a host that went away cannot stop the task from finishing cleanly
+            logger.debug("could not send progress", exc_info=True)
+
+
+def _render(outcome: Outcome) -> str:
+    lines = [outcome.summary, "", f"({len(outcome.steps)} steps; stopped: {outcome.explanation})"]
+    for step in outcome.steps:
+        arguments = json.dumps(step.arguments, ensure_ascii=False) if step.arguments is not None else "-"
+        zero = " [zero-shot: " + ", ".join(step.zero_shot) + "]" if step.zero_shot else ""
+        lines.append(f"{step.number}. {step.toolset}.{step.tool}({arguments}){' -> error' if step.is_error else ''}{zero}")
+    return "\n".join(lines)
+
+
+def log_trajectory(outcome: Outcome) -> None:
+    """Append the trajectory to $AGENTFLUX_HOME/trajectories/YYYY-MM-DD.jsonl, secrets masked."""
+    folder = agentflux_home() / "trajectories"
+    folder.mkdir(parents=True, exist_ok=True)
+    line = REDACTOR.redact(json.dumps(outcome.as_dict(), ensure_ascii=False))
+    with (folder / f"{datetime.now(UTC):%Y-%m-%d}.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agentflux.registry.secrets import SECRET_KEY, malformed_reference
 from agentflux.sandbox.spec import SandboxSpec
 
-Surface = Literal["passthrough", "search"]
+Surface = Literal["do_task", "passthrough", "search"]
 
 
 class _Strict(BaseModel):
@@ -137,7 +137,10 @@ class HttpSettings(_Strict):
 class ProxySettings(_Strict):
     """How agentflux itself behaves."""
 
-    surfaces: list[Surface] = Field(default_factory=lambda: ["passthrough", "search"])
+    surfaces: list[Surface] = Field(
+        default_factory=lambda: ["do_task"],
+        description="do_task (the local agent), passthrough (every tool, namespaced), search (search_tools + call_tool)",
+    )
     namespacing: bool = Field(
         default=True,
         description="prefix tool and prompt names with the server name; 'false' is valid with one enabled server only",
@@ -153,14 +156,46 @@ class ProxySettings(_Strict):
     @classmethod
     def _surfaces(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("at least one surface is needed: passthrough, search")
+            raise ValueError("at least one surface is needed: do_task, passthrough, search")
         return list(dict.fromkeys(value))
+
+
+class ModelSettings(_Strict):
+    """The local model that runs `do_task`, and how it is served."""
+
+    base: str | None = Field(
+        default=None, description="a model directory or Hugging Face name, e.g. Qwen/Qwen2.5-7B-Instruct"
+    )
+    backend: Literal["transformers", "vllm", "vllm-server"] = "transformers"
+    chat_format: Literal["qwen2.5"] = "qwen2.5"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field(default="auto", description="transformers only: cpu, cuda, cuda:1, mps or auto")
+    server_url: str | None = Field(default=None, description="vllm-server: the server's base URL")
+    server_model: str | None = Field(default=None, description="vllm-server: the served base model's name")
+    api_key_env: str | None = Field(default=None, description="vllm-server: environment variable with its API key")
+    max_loras: int = Field(default=8, ge=1, description="vllm: adapters resident at once")
+    max_lora_rank: int = Field(default=32, ge=1)
+    max_cpu_loras: int = Field(default=64, ge=1)
+    max_model_len: int = Field(default=8192, ge=256)
+    memory_fraction: float = Field(default=0.85, gt=0, le=1, description="vllm: share of GPU (or CPU) memory")
+    max_json_tokens: int = Field(default=512, ge=16, description="bound on generated arguments")
+    router: Literal["base", "adapter"] = Field(
+        default="base",
+        description="route between toolsets with the base model (real models), or a trained router adapter (tiny ones)",
+    )
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> ModelSettings:
+        if self.backend == "vllm-server" and not self.server_url:
+            raise ValueError("backend 'vllm-server' needs server_url, e.g. http://127.0.0.1:8000")
+        return self
 
 
 class RegistryFile(_Strict):
     """The whole registry file."""
 
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
     servers: dict[str, ServerEntry] = Field(alias="mcpServers")
 
     @field_validator("servers")

@@ -8,12 +8,16 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Nothing may come from a model hub: every model here is built locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 NODE_MODULES = ROOT / "node_modules"
 FILESYSTEM_SERVER = NODE_MODULES / "@modelcontextprotocol/server-filesystem/dist/index.js"
 CONFORMANCE_SERVER = ROOT / "tests/servers/conformance_server.py"
@@ -181,3 +185,52 @@ def tokenizer(tiny_model: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+TRAINED_FILESYSTEM = {
+    "description": "Read, write, search and list files in the workspace.",
+    "command": "node",
+    "cwd": "workspace",
+    "args": [str(FILESYSTEM_SERVER), "."],
+    "sandbox": {"mounts": [{"path": "workspace", "mode": "rw"}]},
+}
+TRAINED_TIME = {"command": "mcp-server-time", "args": ["--local-timezone", "UTC"], "description": "Current time and time-zone conversion."}
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, Any]]]:
+    """The filesystem and time servers trained with --quick on the tiny model (decoupled and
+    traditional, on the same data), plus the router; shared by the tests that need adapters."""
+    from agentflux.registry.loader import load_registry
+    from agentflux.registry.store import Manifest
+    from agentflux.trainer.pipeline import TrainOptions, train_server
+    from agentflux.trainer.workspace import build_workspace
+
+    home = tmp_path_factory.mktemp("trained-home")
+    previous = os.environ.get("AGENTFLUX_HOME")
+    os.environ["AGENTFLUX_HOME"] = str(home)
+    root = tmp_path_factory.mktemp("trained-registry")
+    workspace = root / "workspace"
+    # The world the adapters were trained on (the trainer's seed-0 fixture), so requests from
+    # the training distribution make sense when do_task runs them.
+    build_workspace(workspace, seed=0)
+    registry_path = write_registry(root, {"filesystem": TRAINED_FILESYSTEM, "time": TRAINED_TIME}, proxy=None)
+    text = registry_path.read_text() + f"model:\n  base: {tiny_model}\n  router: adapter\n"
+    registry_path.write_text(text)
+    registry = load_registry(registry_path)
+    results = {}
+    try:
+        for server in ("filesystem", "time"):
+            folder = train_server(registry, server, TrainOptions.quick(mode="both", progress=False))
+            results[server] = (folder, Manifest.model_validate_json((folder / "manifest.json").read_text()))
+        results["workspace"] = (workspace, None)
+        results["registry"] = (registry_path, None)  # type: ignore[assignment]
+        results["home"] = (home, None)  # type: ignore[assignment]
+        yield results
+    finally:
+        if previous is None:
+            os.environ.pop("AGENTFLUX_HOME", None)
+        else:
+            os.environ["AGENTFLUX_HOME"] = previous
+
+

@@ -38,7 +38,7 @@ def template_render(tokenizer, system: str, tools: list[Tool], history: list[Cal
 def test_every_prompt_is_what_qwens_template_renders(tokenizer, history: list[Call]) -> None:
     select = protocol.select_prompt(FMT, TASK, history, FILESYSTEM)
     system = protocol.SELECTOR_SYSTEM.format(toolset="filesystem", description="Files of the workspace.")
-    expected = template_render(tokenizer, system, [READ, LIST, protocol.SUMMARIZE_TOOL], history)
+    expected = template_render(tokenizer, system, [protocol.compact(READ), protocol.compact(LIST), protocol.SUMMARIZE_TOOL], history)
     assert select.text == expected + '<tool_call>\n{"name": "'
 
     route = protocol.route_prompt(FMT, TASK, history, [FILESYSTEM, TIME])
@@ -131,3 +131,15 @@ def test_arguments_round_trip() -> None:
     assert protocol.parse_arguments(protocol.arguments_continuation(arguments)) == arguments
     with pytest.raises(ValueError):
         protocol.parse_arguments(json.dumps(arguments))
+
+
+def test_selector_sees_compact_tools_and_arguments_see_the_full_schema() -> None:
+    rich = Tool("search_items", "Search. " + "Long explanation. " * 40, {"type": "object", "properties": {
+        "query": {"type": "string", "description": "what to look for", "minLength": 1},
+        "filters": {"type": "object", "properties": {"status": {"enum": ["open", "done"]}}}}, "required": ["query"]})
+    compact = protocol.compact(rich)
+    assert len(compact.description) <= protocol.DESCRIPTION_CHARS and compact.description.endswith("…")
+    assert compact.parameters == {"type": "object", "properties": {"query": {"type": "string"}, "filters": {"type": "object"}}, "required": ["query"]}
+    toolset = Toolset("items", "", (rich,))
+    assert "what to look for" not in protocol.select_prompt(FMT, TASK, [], toolset).text
+    assert "what to look for" in protocol.arguments_prompt(FMT, TASK, [], rich).text

@@ -31,6 +31,7 @@ FAST_RESTART = {"restart_backoff_s": 0.2, "restart_backoff_max_s": 1.0}
 async def proxied(
     tmp_path: Path, servers: dict[str, Any], proxy: dict | None = None, **client_options: Any
 ) -> AsyncIterator[tuple[Hub, Client]]:
+    proxy = {"surfaces": ["passthrough", "search"]} | (proxy or {})
     registry = load_registry(write_registry(tmp_path, servers, proxy))
     hub = Hub(registry)
     upstream = ProxyServer(hub, list(registry.config.proxy.surfaces), registry.config.proxy.namespacing)

@@ -36,7 +36,7 @@ def test_claude_desktop_config_loads_unchanged_as_json(tmp_path: Path) -> None:
     assert servers["filesystem"].transport == "stdio"
     assert servers["notion"].env == {"NOTION_TOKEN": "ntn_****"}
     assert servers["remote"].transport == "http"
-    assert registry.config.proxy.surfaces == ["passthrough", "search"]
+    assert registry.config.proxy.surfaces == ["do_task"]
 
 
 def test_example_registry_is_valid() -> None:
@@ -56,7 +56,7 @@ BAD_INPUTS = [
     pytest.param("mcpServers:\n  fs:\n    command: node\n    enabled: maybe\n", (4, 5), "mcpServers.fs.enabled", "valid boolean", id="enabled-not-bool"),
     pytest.param("mcpServers:\n  fs:\n    command: node\n    tools: {allow: read_file}\n", (4, 13), "mcpServers.fs.tools.allow", "valid list", id="allow-not-a-list"),
     pytest.param("mcpServers:\n  fs:\n    command: node\n    sandbox: {kind: chroot}\n", (4, 15), "mcpServers.fs.sandbox.kind", "Input should be", id="unknown-sandbox-kind"),
-    pytest.param("proxy:\n  surfaces: [passthrough, serch]\nmcpServers: {}\n", (2, 27), "proxy.surfaces[1]", "'passthrough' or 'search'", id="unknown-surface"),
+    pytest.param("proxy:\n  surfaces: [passthrough, serch]\nmcpServers: {}\n", (2, 27), "proxy.surfaces[1]", "'do_task', 'passthrough' or 'search'", id="unknown-surface"),
     pytest.param("proxy:\n  colour: blue\nmcpServers: {}\n", (2, 3), "proxy.colour", "unknown key 'colour'; expected one of: surfaces", id="unknown-proxy-key"),
     pytest.param("proxy:\n  http: {port: 99999}\nmcpServers: {}\n", (2, 10), "proxy.http.port", "less than or equal to 65535", id="port-out-of-range"),
     pytest.param("servers:\n  fs: {command: node}\n", (1, 1), "mcpServers", "required key is missing", id="no-mcpServers"),

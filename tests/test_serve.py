@@ -18,6 +18,7 @@ from conftest import PYTHON, filesystem_entry, free_port, time_entry, write_regi
 
 pytestmark = pytest.mark.anyio
 TOKEN = "test-bearer-token-5f1c2a"
+PASSTHROUGH = {"surfaces": ["passthrough"]}
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -39,7 +40,7 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> 
 
 @pytest.fixture
 def http_server(tmp_path: Path, workspace: Path, subprocess_env: dict[str, str]) -> Iterator[tuple[str, Path]]:
-    registry = write_registry(tmp_path, {"fs": filesystem_entry(workspace), "time": time_entry()})
+    registry = write_registry(tmp_path, {"fs": filesystem_entry(workspace), "time": time_entry()}, PASSTHROUGH)
     port = free_port()
     env = subprocess_env | {"AGENTFLUX_HTTP_TOKEN": TOKEN}
     command = [PYTHON, "-m", "agentflux.proxy", "serve", "--registry", str(registry), "--transport", "http", "--port", str(port)]
@@ -94,7 +95,7 @@ def test_serving_beyond_loopback_needs_a_token(tmp_path: Path, subprocess_env: d
 
 
 async def test_stdio_as_claude_desktop_starts_it(tmp_path: Path, workspace: Path, subprocess_env: dict[str, str]) -> None:
-    registry = write_registry(tmp_path, {"fs": filesystem_entry(workspace)})
+    registry = write_registry(tmp_path, {"fs": filesystem_entry(workspace)}, PASSTHROUGH)
     # Hosts pass only a minimal environment; AGENTFLUX_HOME is given explicitly as a host config would.
     params = StdioServerParameters(
         command=PYTHON,

@@ -35,6 +35,7 @@ class LoraSettings:
     learning_rate: float = 2e-4
     epochs: float = 3.0
     max_steps: int = -1
+    min_steps: int = 0  # adapters with few examples (one tool's calls) still get this many steps
     batch_size: int = 4
     warmup_steps: float = 0.05  # a fraction of all steps when below 1
     weight_decay: float = 0.01
@@ -51,6 +52,14 @@ class TrainResult:
     examples: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _steps(settings: LoraSettings, examples: int) -> int:
+    """An explicit step count when `min_steps` outweighs the epochs (-1: follow the epochs)."""
+    if settings.max_steps > 0:
+        return settings.max_steps
+    per_epoch = -(-examples // settings.batch_size)
+    return settings.min_steps if per_epoch * settings.epochs < settings.min_steps else -1
 
 
 def _sparse_trainer_class() -> type:
@@ -123,14 +132,15 @@ def train_adapter(
             completion_only_loss=True,
             per_device_train_batch_size=settings.batch_size,
             num_train_epochs=settings.epochs,
-            max_steps=settings.max_steps,
+            max_steps=_steps(settings, len(examples)),
             learning_rate=settings.learning_rate,
             lr_scheduler_type="cosine",
             warmup_steps=settings.warmup_steps,
             weight_decay=settings.weight_decay,
             seed=settings.seed,
             data_seed=settings.seed,
-            logging_steps=1,
+            logging_steps=5,
+            dataloader_pin_memory=False,
             save_strategy="no",
             report_to=[],
             bf16=False,

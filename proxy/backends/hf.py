@@ -90,27 +90,37 @@ class TransformersBackend:
         return await anyio.to_thread.run_sync(self._locked, self._scores, prompt, candidates, adapter)
 
     def _scores(self, prompt: str, candidates: list[str], adapter: str | None) -> list[float]:
-        """Total log-probability of each candidate after the prompt, in one left-padded forward."""
+        """Total log-probability of each candidate after the prompt.
+
+        The prompt (thousands of tokens) is encoded once; its cache is repeated for every
+        candidate, and all candidates (a few tokens each) go through in one batched forward.
+        """
         torch = self._torch
         prompt_ids = encode(self.tokenizer, prompt)
         endings = [encode(self.tokenizer, candidate) for candidate in candidates]
-        rows = [prompt_ids + ending for ending in endings]
-        width = max(len(row) for row in rows)
-        keep = max(len(ending) for ending in endings) + 1
-        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        width = max(len(ending) for ending in endings)
         with torch.inference_mode(), self._with_adapter(adapter):
+            prefix = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
+            cache = prefix.past_key_values
+            cache.batch_repeat_interleave(len(endings))
+            ids = torch.tensor([e + [self.pad_id] * (width - len(e)) for e in endings], device=self.device)
+            mask = torch.tensor(
+                [[1] * (len(prompt_ids) + len(e)) + [0] * (width - len(e)) for e in endings], device=self.device
+            )
+            positions = torch.arange(len(prompt_ids), len(prompt_ids) + width, device=self.device).expand(len(endings), -1)
             logits = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
             ).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
+        following = torch.log_softmax(logits, dim=-1)
         scores = []
         for row, ending in enumerate(endings):
-            # Kept logits cover the last `keep` positions; the one before each token predicts it.
-            start = keep - len(ending) - 1
-            picked = logprobs[row, start : start + len(ending)].gather(-1, torch.tensor(ending, device=self.device)[:, None])
-            scores.append(float(picked.sum()))
+            # The prompt's last position predicts a candidate's first token; each candidate
+            # position predicts the next one.
+            total = first[ending[0]]
+            for index, token in enumerate(ending[1:]):
+                total = total + following[row, index, token]
+            scores.append(float(total))
         return scores
 
     async def generate_json(self, prompt: str, schema: dict[str, Any], adapter: str | None) -> Any:

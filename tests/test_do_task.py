@@ -1,0 +1,204 @@
+"""do_task end to end: a real MCP client calls agentflux, which runs the tiny model with the
+adapters the trainer built, over the real (sandboxed) filesystem and time servers."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as types
+import pytest
+import yaml
+from mcp import Client
+
+from agentflux.proxy.agent import Step
+from agentflux.proxy.hub import Health, Hub, running_hub
+from agentflux.proxy.runtime import AgentRuntime
+from agentflux.proxy.server import ProxyServer
+from agentflux.registry.loader import load_registry
+from agentflux.registry.store import AdapterStore
+from agentflux.trainer import data
+
+from conftest import PYTHON, ROOT
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(1800)]
+TOOLBOX = {"command": PYTHON, "args": [str(ROOT / "tests/servers/toolbox_server.py")], "description": "Test tools."}
+
+
+@asynccontextmanager
+async def agentflux(trained: dict, tmp_path: Path, extra: dict[str, Any] | None = None, **client: Any) -> AsyncIterator[tuple[ProxyServer, Client]]:
+    """agentflux in process with the trained registry (plus `extra` servers), and a client."""
+    source = yaml.safe_load(trained["registry"][0].read_text())
+    source["mcpServers"].update(extra or {})
+    source["proxy"] = {"surfaces": ["do_task"], "restart_backoff_s": 0.2}
+    path = trained["registry"][0].parent / f"registry-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(source))
+    registry = load_registry(path)
+    hub = Hub(registry)
+    runtime = AgentRuntime(registry, hub, AdapterStore(trained["home"][0] / "adapters"))
+    proxy = ProxyServer(hub, ["do_task"], True, runtime)
+    async with running_hub(hub), anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        await hub.wait_settled(60)
+        await runtime.ready_agent(120)
+        await runtime.refresh()
+        async with Client(proxy.server, mode="legacy", **client) as connection:
+            yield proxy, connection
+        tg.cancel_scope.cancel()
+
+
+def steps_of(result: types.CallToolResult) -> list[dict[str, Any]]:
+    return result.structured_content["steps"]
+
+
+def train_queries(trained: dict, kind: str) -> list[Any]:
+    home = trained["home"][0]
+    (path,) = [p for p in (home / "datasets/filesystem").iterdir() if not p.name.endswith(".partial")]
+    return [t for t in data.load(path)["train"] if t.kind == kind]
+
+
+@pytest.mark.parametrize("kind", ["list-then-read", "search-then-info"])
+async def test_multi_step_filesystem_tasks_are_solved_stage_by_stage(trained, tmp_path: Path, kind: str) -> None:
+    solved = 0
+    candidates = train_queries(trained, kind)[:4]
+    async with agentflux(trained, tmp_path) as (proxy, client):
+        assert [t.name for t in (await client.list_tools()).tools] == ["do_task"]
+        for trajectory in candidates:
+            result = await client.call_tool("do_task", {"task": trajectory.query, "max_steps": 4})
+            steps = steps_of(result)
+            assert steps, result.structured_content
+            for step in steps:
+                # Every stage is recorded with the adapter that answered it: all trained here.
+                assert step["adapters"]["route"] and step["adapters"]["select"] and step["adapters"]["arguments"]
+                assert step["zero_shot"] == []
+                assert set(step["timings_ms"]) >= {"route", "select", "arguments", "call", "bookkeeping"}
+            expected = [(s.tool, s.arguments) for s in trajectory.steps]
+            if [(s["tool"], s["arguments"]) for s in steps] == expected:
+                solved += 1
+                assert result.structured_content["stopped"] == "summarize"
+                assert steps[-1]["observation"] and not steps[-1]["is_error"]
+    # The tiny model has only seen this synthetic distribution; it must solve most of it.
+    assert solved >= len(candidates) // 2, f"{solved}/{len(candidates)} {kind} tasks solved"
+
+
+async def test_a_task_mixing_time_and_files_routes_to_both(trained, tmp_path: Path) -> None:
+    home = trained["home"][0]
+    (time_path,) = [p for p in (home / "datasets/time").iterdir() if not p.name.endswith(".partial")]
+    time_tasks = data.load(time_path)["train"]
+    file_tasks = [t for t in train_queries(trained, "single") if t.steps[0].tool == "read_text_file"]
+    routed = []
+    async with agentflux(trained, tmp_path) as (proxy, client):
+        for files, clock in list(zip(file_tasks, time_tasks, strict=False))[:3]:
+            task = files.query.rstrip(" .?!") + ", then " + clock.query[:1].lower() + clock.query[1:]
+            result = await client.call_tool("do_task", {"task": task, "max_steps": 4})
+            routed.append({step["toolset"] for step in steps_of(result)})
+    assert any(toolsets == {"filesystem", "time"} for toolsets in routed), routed
+
+
+async def test_untrained_toolsets_run_zero_shot_and_say_so(trained, tmp_path: Path) -> None:
+    async with agentflux(trained, tmp_path, {"toolbox": TOOLBOX}) as (proxy, client):
+        # The router was trained on filesystem and time only: with a third toolset it is not used.
+        assert proxy.runtime.adapters.router_adapter() is None
+        result = await client.call_tool("do_task", {"task": "echo hello", "max_steps": 3})
+        steps = steps_of(result)
+        assert steps and all("route" in step["zero_shot"] for step in steps)
+        for step in steps:
+            if step["toolset"] == "toolbox":
+                assert step["zero_shot"] == ["route", "select", "arguments"]
+                assert step["adapters"]["select"] is None and step["adapters"]["arguments"] is None
+            else:
+                assert "select" not in step["zero_shot"]
+
+
+async def test_a_budget_stop_returns_the_partial_trajectory(trained, tmp_path: Path) -> None:
+    task = train_queries(trained, "list-then-read")[0].query
+    async with agentflux(trained, tmp_path) as (proxy, client):
+        result = await client.call_tool("do_task", {"task": task, "max_steps": 1})
+        outcome = result.structured_content
+        assert not result.is_error
+        assert outcome["stopped"] == "max_steps" and len(outcome["steps"]) == 1
+        assert "stopped after 1 steps" in outcome["summary"] + outcome["explanation"]
+
+
+async def test_progress_notifications_report_every_stage(trained, tmp_path: Path) -> None:
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    task = train_queries(trained, "list-then-read")[0].query
+    async with agentflux(trained, tmp_path) as (proxy, client):
+        await client.call_tool("do_task", {"task": task, "max_steps": 2}, progress_callback=on_progress)
+    await anyio.sleep(0.2)
+    joined = "\n".join(messages)
+    for stage in ("choosing a toolset", "choosing a tool of filesystem", "writing arguments", "calling filesystem."):
+        assert stage in joined, joined
+
+
+def force_call(agent: Any, tool: str, arguments: dict[str, Any] | None = None) -> None:
+    """Make the agent's first step call toolbox.`tool` (and stop after it), whatever the untrained
+    model would choose: these tests are about the loop's handling of a call, not the model."""
+
+    async def route_and_select(task, history, toolsets, number, report):
+        if number > 1:
+            return None
+        return Step(number, "toolbox", tool, adapters={"route": None, "select": None}), toolsets["toolbox"], tool
+
+    agent._route_and_select = route_and_select
+    if arguments is not None:
+        generate = agent.backend.generate_json
+
+        async def generate_json(prompt, schema, adapter):
+            return arguments if set(arguments) <= set(schema.get("properties", {})) else await generate(prompt, schema, adapter)
+
+        agent.backend.generate_json = generate_json
+
+
+async def test_cancellation_stops_the_loop_and_the_downstream_call(trained, tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled.txt"
+    toolbox = TOOLBOX | {"sandbox": {"mounts": [{"path": str(tmp_path), "mode": "rw"}]}}
+    async with agentflux(trained, tmp_path, {"toolbox": toolbox}) as (proxy, client):
+        force_call(proxy.runtime.agent, "sleep", {"seconds": 30, "marker": str(marker)})
+        with anyio.move_on_after(3) as scope:
+            await client.call_tool("do_task", {"task": "sleep for a while", "max_steps": 3})
+        assert scope.cancelled_caught
+        with anyio.fail_after(10):
+            while not marker.exists():
+                await anyio.sleep(0.1)
+        assert marker.read_text() == "cancelled"
+
+
+async def test_a_downstream_crash_becomes_an_observation_and_the_proxy_stays_up(trained, tmp_path: Path) -> None:
+    async with agentflux(trained, tmp_path, {"toolbox": TOOLBOX}) as (proxy, client):
+        agent = proxy.runtime.agent
+        original = agent._route_and_select
+        force_call(agent, "crash")
+        result = await client.call_tool("do_task", {"task": "crash the toolbox", "max_steps": 3})
+        steps = steps_of(result)
+        assert steps[0]["tool"] == "crash" and steps[0]["is_error"]
+        assert "downstream error from server 'toolbox'" in steps[0]["observation"]
+        agent._route_and_select = original
+        server = proxy.hub.servers["toolbox"]
+        with anyio.fail_after(30):
+            while server.health is not Health.READY:
+                await anyio.sleep(0.1)
+        force_call(agent, "echo", {"text": "back again"})
+        again = await client.call_tool("do_task", {"task": "echo back again", "max_steps": 2})
+        assert steps_of(again)[0]["observation"] == '{\n  "echo": "back again"\n}'
+
+
+async def test_trajectories_are_logged_without_secrets(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentflux.registry.secrets import REDACTOR
+
+    REDACTOR.add("sk-secret-in-a-task-123")
+    task = "read notes/todo.txt with key sk-secret-in-a-task-123"
+    async with agentflux(trained, tmp_path) as (proxy, client):
+        await client.call_tool("do_task", {"task": task, "max_steps": 1})
+    logged = "".join(p.read_text() for p in (Path(os.environ["AGENTFLUX_HOME"]) / "trajectories").glob("*.jsonl"))
+    assert "sk-secret-in-a-task-123" not in logged and "***" in logged
+    assert json.loads(logged.splitlines()[-1])["task"].endswith("***")

@@ -1,0 +1,156 @@
+"""The trainer: synthesis grounded in a fixture, real execution, validation, splits, and
+decoupled fine-tuning that beats the untrained base model on held-out data (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from agentflux.proxy import protocol
+from agentflux.proxy.protocol import SUMMARIZE, Qwen25, Tool, Toolset
+from agentflux.registry.store import Manifest
+from agentflux.trainer import data, examples
+from agentflux.trainer.collect import StepRecord, Trajectory
+from agentflux.trainer.synth import STYLES, ArgumentSampler, synthesize
+from agentflux.trainer.workspace import build_workspace
+
+from conftest import ROOT
+
+FMT = Qwen25()
+# The session fixture `trained` fine-tunes two servers on the CPU before the first test that uses it.
+pytestmark = pytest.mark.timeout(1800)
+
+
+@pytest.fixture(scope="session")
+def filesystem_toolset() -> Toolset:
+    """The filesystem server's real tool list (schemas as the server publishes them)."""
+    snapshot = json.loads((ROOT / "tests/data/filesystem-tools.json").read_text())
+    return Toolset("filesystem", "Files in a workspace.", tuple(Tool(t["name"], t["description"], t["input_schema"]) for t in snapshot))
+
+
+def test_fixture_workspace_is_deterministic_and_varied(tmp_path: Path) -> None:
+    first = build_workspace(tmp_path / "a", seed=3)
+    second = build_workspace(tmp_path / "b", seed=3)
+    other = build_workspace(tmp_path / "c", seed=4)
+    assert first.files == second.files and first.files != other.files
+    names = " ".join(first.files)
+    for feature in (" ", "é", ".env", "UPPER", "/archive/"):
+        assert feature in names, feature
+
+
+def test_sampled_arguments_are_valid_and_grounded(filesystem_toolset: Toolset, tmp_path: Path) -> None:
+    env = build_workspace(tmp_path / "w", seed=0)
+    sampler = ArgumentSampler(env, random.Random(1))
+    for tool in filesystem_toolset.tools:
+        for _ in range(20):
+            arguments = sampler.sample(tool)
+            jsonschema.validate(arguments, tool.parameters)
+            if tool.name in ("read_text_file", "get_file_info", "edit_file"):
+                assert arguments["path"] in env.files
+            if tool.name == "list_directory":
+                assert arguments["path"] in env.dirs
+            if tool.name in ("write_file", "create_directory"):
+                assert arguments["path"] not in env.files
+            if tool.name == "edit_file":
+                assert arguments["edits"][0]["oldText"] in env.files[arguments["path"]]
+
+
+def test_plans_are_balanced_varied_and_chain_tools(filesystem_toolset: Toolset, tmp_path: Path) -> None:
+    env = build_workspace(tmp_path / "w", seed=0)
+    plans = synthesize(filesystem_toolset, env, per_tool=10, seed=0)
+    single = [p for p in plans if p.kind == "single"]
+    per_tool = {tool.name: sum(1 for p in single if p.calls[0].tool == tool.name) for tool in filesystem_toolset.tools}
+    assert set(per_tool.values()) == {10}
+    assert {p.style for p in plans} == set(STYLES)
+    chains = {p.kind for p in plans} - {"single"}
+    assert chains == {"list-then-read", "search-then-info"}
+    assert len({p.query for p in plans}) > 0.9 * len(plans)
+    assert plans == synthesize(filesystem_toolset, env, per_tool=10, seed=0)
+
+
+def test_validation_rejects_and_counts(filesystem_toolset: Toolset) -> None:
+    def trajectory(query: str, tool: str, arguments: dict, ok: bool = True) -> Trajectory:
+        return Trajectory(query, "filesystem", [StepRecord(tool, arguments, "out", ok)], "single", "terse", "template")
+
+    good = trajectory("read notes/todo.txt", "read_text_file", {"path": "notes/todo.txt"})
+    kept, rejected = data.validate(
+        [
+            good,
+            trajectory("read notes/todo.txt", "read_text_file", {"path": "notes/todo.txt"}),
+            trajectory("read it", "read_text_file", {}),
+            trajectory("read it twice", "read_text_file", {"path": "a", "mode": "fast"}),
+            trajectory("use a ghost", "teleport", {}),
+            trajectory("read missing", "read_text_file", {"path": "nope"}, ok=False),
+        ],
+        filesystem_toolset,
+    )
+    assert kept == [good]
+    assert rejected == {
+        "duplicate request": 1,
+        "arguments do not match the schema": 1,
+        "unexpected argument": 1,
+        "unknown tool": 1,
+        "execution failed": 1,
+    }
+
+
+def test_examples_put_summarize_last_and_mask_exactly(filesystem_toolset: Toolset, tokenizer) -> None:
+    trajectory = Trajectory(
+        "List notes, then read notes/todo.txt",
+        "filesystem",
+        [StepRecord("list_directory", {"path": "notes"}, "[FILE] todo.txt", True),
+         StepRecord("read_text_file", {"path": "notes/todo.txt"}, "water the plants", True)],
+        "list-then-read", "imperative", "template",
+    )
+    selector = examples.selector_examples(FMT, filesystem_toolset, [trajectory], tokenizer)
+    assert [e.completion for e in selector] == ['list_directory",', 'read_text_file",', f'{SUMMARIZE}",']
+    arguments = examples.argument_examples(FMT, filesystem_toolset, [trajectory], tokenizer)
+    assert [e.completion for e in arguments["read_text_file"]] == [' {"path": "notes/todo.txt"}']
+    router = examples.router_examples(FMT, [filesystem_toolset, Toolset("time", "", ())], {"filesystem": [trajectory]}, tokenizer)
+    assert [e.completion for e in router] == ['filesystem",', 'filesystem",', f'{SUMMARIZE}",']
+    whole = examples.traditional_examples(FMT, filesystem_toolset, [trajectory], tokenizer)
+    assert whole[-1].completion == '<tool_call>\n{"name": "summarize", "arguments": {}}\n</tool_call><|im_end|>'
+    for example in selector + router + whole + arguments["read_text_file"]:
+        ids, mask = protocol.tokenize_example(tokenizer, example)
+        assert tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m]) == example.completion
+
+
+@pytest.mark.parametrize("server", ["filesystem", "time"])
+def test_quick_training_beats_the_untrained_base(trained, server: str) -> None:
+    folder, manifest = trained[server]
+    metrics = manifest.metrics
+    base, decoupled = metrics["base"], metrics["decoupled"]
+    assert metrics["test_trajectories"] >= 4
+    assert decoupled["selection_accuracy"] >= base["selection_accuracy"] + 0.3, metrics
+    assert decoupled["selection_accuracy"] >= 0.7, metrics
+    assert decoupled["argument_schema_valid"] >= base["argument_schema_valid"] + 0.3, metrics
+    assert decoupled["argument_exact_match"] >= base["argument_exact_match"], metrics
+    assert "traditional" in metrics
+    # Standard PEFT directories, one selector and one per tool that had data.
+    assert (folder / "selector/adapter_config.json").exists()
+    assert manifest.tools and all((folder / path / "adapter_model.safetensors").exists() for path in manifest.tools.values())
+    assert manifest.counts["train"] > 0 and manifest.counts["test"] >= 4
+    assert manifest.hyperparameters["r"] == 16
+
+
+def test_router_is_trained_over_both_toolsets(trained) -> None:
+    home, _ = trained["home"]
+    routers = list((home / "adapters").glob("*/_router/*/manifest.json"))
+    assert routers
+    manifest = Manifest.model_validate_json(routers[-1].read_text())
+    assert sorted(manifest.toolsets) == ["filesystem", "time"]
+
+
+def test_dataset_is_stored_and_reproducible(trained) -> None:
+    home, _ = trained["home"]
+    stored = sorted((home / "datasets/filesystem").glob("*-template-seed0-n8"))
+    assert stored
+    splits = data.load(stored[0])
+    assert set(splits) == {"train", "validation", "test"}
+    assert data.dataset_hash(splits) == json.loads((stored[0] / "meta.json").read_text())["hash"]
+    test_tools = {t.steps[0].tool for t in splits["test"]}
+    assert len(test_tools) >= 8  # balanced across the 14 tools

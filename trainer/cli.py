@@ -1,0 +1,88 @@
+"""`agentflux train` and `agentflux data synth`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from agentflux.registry.cli import add_registry_argument, command_group, load_or_report
+
+
+def _options(args: argparse.Namespace):
+    from agentflux.trainer.pipeline import TeacherSettings, TrainOptions
+
+    options = TrainOptions.quick() if args.quick else TrainOptions()
+    overrides = {"mode": args.mode, "seed": args.seed, "progress": not args.no_progress}
+    if args.examples_per_tool:
+        overrides["examples_per_tool"] = args.examples_per_tool
+    if args.teacher_url:
+        if not args.teacher_model:
+            raise SystemExit("--teacher-url needs --teacher-model")
+        key = os.environ.get(args.teacher_key_env) if args.teacher_key_env else None
+        overrides["teacher"] = TeacherSettings(args.teacher_url, args.teacher_model, key)
+    return replace(options, **overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from agentflux.trainer.pipeline import train_server
+
+    registry = load_or_report(args.registry)
+    if registry is None:
+        return 2
+    try:
+        folder = train_server(registry, args.server, _options(args))
+    except (KeyError, RuntimeError) as exc:
+        print(f"agentflux train: {exc}", file=sys.stderr)
+        return 1
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(f"adapters for {args.server} in {folder}")
+    print(json.dumps({"counts": manifest["counts"], "metrics": manifest["metrics"]}, indent=2))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import anyio
+
+    from agentflux.trainer.pipeline import build_dataset
+
+    registry = load_or_report(args.registry)
+    if registry is None:
+        return 2
+    if args.server not in registry.config.servers:
+        print(f"agentflux data synth: no server {args.server!r} in {registry.path}", file=sys.stderr)
+        return 1
+    build = anyio.run(build_dataset, registry, args.server, _options(args))
+    print(f"dataset for {args.server} in {build.path}")
+    print(json.dumps({"counts": build.counts, "rejected": dict(build.rejected)}, indent=2))
+    for trajectory in build.splits["train"][: args.show]:
+        calls = " -> ".join(f"{s.tool}({json.dumps(s.arguments, ensure_ascii=False)})" for s in trajectory.steps)
+        print(f"  {trajectory.query}\n      {calls}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="the registry entry to train")
+    add_registry_argument(parser)
+    parser.add_argument("--mode", choices=("decoupled", "traditional", "both"), default="decoupled")
+    parser.add_argument("--examples-per-tool", type=int, help="requests synthesized per tool (default 40; 10 with --quick)")
+    parser.add_argument("--teacher-url", help="an OpenAI-compatible API that writes requests and solves them")
+    parser.add_argument("--teacher-model", help="the teacher's model name, e.g. gpt-5-mini")
+    parser.add_argument("--teacher-key-env", default="OPENAI_API_KEY", help="environment variable with its API key")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small data and a short schedule (minutes on a CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="synthesize data for a server and fine-tune its adapters")
+    _common(train)
+    train.set_defaults(handler=_train)
+    group = command_group(commands, "data", "build and inspect training datasets")
+    synth = group.add_parser("synth", help="synthesize and store a server's dataset without training")
+    _common(synth)
+    synth.add_argument("--show", type=int, default=5, help="print this many training examples")
+    synth.set_defaults(handler=_synth)

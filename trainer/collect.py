@@ -1,0 +1,134 @@
+"""Trajectories: plans executed for real against the sandboxed server, on a fresh fixture.
+
+The server runs exactly as in production (through the hub and its sandbox), except that a
+folder it is granted read-write is swapped for a copy of the fixture workspace, reset before
+every plan. Servers that cannot act here (Notion or monday.com without network) are detected
+by their first calls all failing; their plans are then kept as single-step examples from the
+discovered schemas, marked unexecuted.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mcp.types as types
+
+from agentflux.proxy.hub import Health, Hub, result_text, running_hub
+from agentflux.registry.loader import Registry
+from agentflux.trainer.synth import Plan
+from agentflux.trainer.workspace import FixtureEnv, build_workspace, fixture_entry, granted_folders, reset
+
+logger = logging.getLogger(__name__)
+
+UNEXECUTED = "[not executed: this server could not be reached while training]"
+PROBE_PLANS = 6
+
+
+@dataclass
+class StepRecord:
+    tool: str
+    arguments: dict[str, Any]
+    observation: str
+    ok: bool
+
+
+@dataclass
+class Trajectory:
+    query: str
+    server: str
+    steps: list[StepRecord]
+    kind: str
+    style: str
+    source: str
+    executed: bool = True
+    rejected: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class FixtureServer:
+    """A registry server, started on the fixture workspace when it is granted a folder."""
+
+    def __init__(self, registry: Registry, server: str, seed: int) -> None:
+        self.registry = registry
+        self.server = server
+        self.seed = seed
+        self._scratch = tempfile.TemporaryDirectory(prefix="agentflux-fixture-")
+        root = Path(self._scratch.name)
+        entry = registry.config.servers[server]
+        self.env: FixtureEnv | None = None
+        self.pristine: Path | None = None
+        self.workspace: Path | None = None
+        if granted_folders(entry, registry.base_dir):
+            self.pristine, self.workspace = root / "pristine", root / "workspace"
+            self.env = build_workspace(self.pristine, seed)
+            reset(self.workspace, self.pristine)
+            entry = fixture_entry(entry, registry.base_dir, self.workspace)
+        config = registry.config.model_copy(update={"servers": {server: entry}})
+        self.hub = Hub(Registry(registry.path, config))
+
+    def reset(self) -> None:
+        if self.workspace is not None and self.pristine is not None:
+            reset(self.workspace, self.pristine)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[list[types.Tool]]:
+        """Run the server for the duration of the block; yields the tools it lists (discovery)."""
+        try:
+            async with running_hub(self.hub):
+                await self.hub.wait_settled(self.hub.settings.start_timeout_s + 5)
+                server = self.hub.servers[self.server]
+                if server.health is not Health.READY:
+                    raise RuntimeError(f"server {self.server!r} did not start: {server.reason or server.health.value}")
+                yield list(server.catalog.tools)
+        finally:
+            self._scratch.cleanup()
+
+
+async def collect(
+    fixture: FixtureServer, plans: list[Plan], on_progress: Callable[[int], None] | None = None
+) -> list[Trajectory]:
+    """Run every plan on the running fixture server; failed ones come back marked rejected."""
+    trajectories: list[Trajectory] = []
+    executable = True
+    for index, plan in enumerate(plans):
+        if executable:
+            trajectories.append(await _execute(fixture, plan))
+            if index + 1 == PROBE_PLANS and all(t.rejected for t in trajectories):
+                executable = False
+                logger.warning(
+                    "server %s: every call failed (e.g. %s); keeping unexecuted single steps",
+                    fixture.server,
+                    trajectories[0].rejected,
+                )
+                trajectories = [_unexecuted(fixture.server, p) for p in plans[: index + 1]]
+        else:
+            trajectories.append(_unexecuted(fixture.server, plan))
+        if on_progress:
+            on_progress(1)
+    return trajectories
+
+
+async def _execute(fixture: FixtureServer, plan: Plan) -> Trajectory:
+    fixture.reset()
+    steps = []
+    rejected = None
+    for call in plan.calls:
+        result = await fixture.hub.call_tool(fixture.server, call.tool, call.arguments)
+        observation = result_text(result)
+        steps.append(StepRecord(call.tool, call.arguments, observation, not result.is_error))
+        if result.is_error:
+            rejected = f"execution failed: {observation[:160]}"
+            break
+    return Trajectory(plan.query, fixture.server, steps, plan.kind, plan.style, plan.source, True, rejected)
+
+
+def _unexecuted(server: str, plan: Plan) -> Trajectory:
+    first = plan.calls[0]
+    step = StepRecord(first.tool, first.arguments, UNEXECUTED, True)
+    return Trajectory(plan.query, server, [step], "single", plan.style, plan.source, executed=False)

@@ -1,0 +1,86 @@
+"""Held-out accuracy of a toolset's adapters (or of the base model), step by step.
+
+- selection accuracy: at every step of every test trajectory (and at its end, where the answer
+  is `summarize`), the selector's choice among the toolset's tools equals the recorded one;
+- argument exact match, BFCL-style: the generated arguments have exactly the recorded keys
+  (none missing, none unexpected) and equal values after normalization (strings compared
+  without spaces, case and `,./-_*^`; numbers by value);
+- schema validity: generated arguments that parse and validate (the rest raised an error).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentflux.proxy import protocol
+from agentflux.proxy.backends import Backend, GenerationError
+from agentflux.proxy.protocol import SUMMARIZE, ChatFormat, Toolset
+from agentflux.trainer.collect import Trajectory
+from agentflux.trainer.examples import history
+
+_PUNCTUATION = re.compile(r"[\s,./\-_*^]")
+
+
+def normalize(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PUNCTUATION.sub("", value.lower()).replace("'", '"')
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list):
+        return [normalize(item) for item in value]
+    if isinstance(value, dict):
+        return {key: normalize(item) for key, item in value.items()}
+    return value
+
+
+def arguments_match(generated: Any, expected: dict[str, Any]) -> bool:
+    return isinstance(generated, dict) and set(generated) == set(expected) and normalize(generated) == normalize(expected)
+
+
+@dataclass
+class Adapters:
+    """Which adapter answers which question (None: the base model)."""
+
+    selector: str | None
+    tools: dict[str, str]
+
+    def for_tool(self, tool: str) -> str | None:
+        return self.tools.get(tool)
+
+
+async def evaluate(
+    backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], adapters: Adapters
+) -> dict[str, float]:
+    steps = correct = calls = exact = valid = 0
+    for trajectory in tests:
+        calls_so_far = history(trajectory, backend.tokenizer)
+        for index in range(len(calls_so_far) + 1):
+            expected = calls_so_far[index].tool if index < len(calls_so_far) else SUMMARIZE
+            prompt = protocol.select_prompt(fmt, trajectory.query, calls_so_far[:index], toolset)
+            chosen = prompt.answer(await backend.choose(prompt.text, prompt.continuations(), adapters.selector))
+            steps += 1
+            correct += chosen == expected
+            if index == len(calls_so_far):
+                continue
+            call = calls_so_far[index]
+            tool = toolset.tool(call.tool)
+            prompt = protocol.arguments_prompt(fmt, trajectory.query, calls_so_far[:index], tool)
+            calls += 1
+            try:
+                generated = await backend.generate_json(prompt.text, tool.parameters, adapters.for_tool(call.tool))
+            except GenerationError:
+                continue
+            valid += 1
+            exact += arguments_match(generated, call.arguments)
+    return {
+        "selection_accuracy": correct / steps if steps else 0.0,
+        "argument_exact_match": exact / calls if calls else 0.0,
+        "argument_schema_valid": valid / calls if calls else 0.0,
+        "steps": steps,
+        "calls": calls,
+    }

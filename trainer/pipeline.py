@@ -1,0 +1,235 @@
+"""The training pipeline for one registered server, end to end.
+
+    discover tools -> synthesize requests -> execute them on a fresh fixture -> validate ->
+    split -> build span-masked examples -> LoRA fine-tune -> evaluate on held-out data ->
+    publish adapters and manifest to the store
+
+`decoupled` trains one selector for the toolset and one argument adapter per tool;
+`traditional` trains the single-adapter baseline on the same data; `both` does both, so that
+evaluations compare them on identical data. With `model.router: adapter` (base models too small
+to route zero-shot), the router is retrained afterwards over every toolset that has data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from agentflux.proxy import __version__
+from agentflux.proxy.backends.factory import model_path
+from agentflux.proxy.protocol import Tool, Toolset, chat_format
+from agentflux.registry.home import agentflux_home
+from agentflux.registry.loader import Registry
+from agentflux.registry.store import ROUTER, AdapterStore, Manifest, base_model_id, tool_fingerprint
+from agentflux.trainer import data, examples
+from agentflux.trainer.collect import FixtureServer, Trajectory, collect
+from agentflux.trainer.evaluate import Adapters, evaluate
+from agentflux.trainer.finetune import LoraSettings, train_adapter
+from agentflux.trainer.synth import synthesize
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["decoupled", "traditional", "both"]
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    url: str
+    model: str
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    mode: Mode = "decoupled"
+    examples_per_tool: int = 40
+    test_size: int = 50
+    seed: int = 0
+    teacher: TeacherSettings | None = None
+    lora: LoraSettings = LoraSettings()
+    evaluate: bool = True
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> TrainOptions:
+        """Minutes on a CPU with the tiny model: fewer examples, a small test set, a short schedule."""
+        lora = LoraSettings(r=16, alpha=32, learning_rate=5e-3, epochs=3.0, min_steps=30, batch_size=4)
+        return replace(cls(examples_per_tool=8, test_size=20, lora=lora), **overrides)
+
+
+@dataclass
+class DatasetBuild:
+    toolset: Toolset
+    fingerprint: str
+    splits: dict[str, list[Trajectory]]
+    rejected: Counter[str]
+    path: Path
+    hash: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def toolset_of(name: str, description: str | None, tools: list[Any]) -> Toolset:
+    return Toolset(name, description or "", tuple(Tool(t.name, t.description or "", t.input_schema) for t in tools))
+
+
+def datasets_dir() -> Path:
+    return agentflux_home() / "datasets"
+
+
+async def build_dataset(registry: Registry, server: str, options: TrainOptions) -> DatasetBuild:
+    """Discover, synthesize, execute, validate and split; the dataset is stored atomically."""
+    from tqdm.auto import tqdm
+
+    entry = registry.config.servers[server]
+    fixture = FixtureServer(registry, server, options.seed)
+    async with fixture.running() as tools:
+        toolset = toolset_of(server, entry.description, tools)
+        fingerprint = tool_fingerprint([t.model_dump() for t in tools])
+        if options.teacher is not None:
+            from agentflux.trainer.teacher import teacher_trajectories
+
+            trajectories, teacher_rejections = await teacher_trajectories(fixture, toolset, options)
+        else:
+            plans = synthesize(toolset, fixture.env, options.examples_per_tool, options.seed)
+            with tqdm(total=len(plans), desc=f"{server}: executing requests", disable=not options.progress) as bar:
+                trajectories = await collect(fixture, plans, bar.update)
+            teacher_rejections = Counter()
+    kept, rejected = data.validate(trajectories, toolset)
+    rejected.update(teacher_rejections)
+    splits = data.split(kept, options.seed, options.test_size)
+    digest = data.dataset_hash(splits)
+    source = "teacher" if options.teacher else "template"
+    path = datasets_dir() / server / f"{fingerprint}-{source}-seed{options.seed}-n{options.examples_per_tool}"
+    counts = {name: len(rows) for name, rows in splits.items()} | {"synthesized": len(trajectories), "rejected": sum(rejected.values())}
+    counts["unexecuted"] = sum(1 for t in kept if not t.executed)
+    meta = {"server": server, "fingerprint": fingerprint, "source": source, "seed": options.seed, "hash": digest,
+            "counts": counts, "rejected": dict(rejected), "tools": [t.model_dump(mode="json") for t in tools]}
+    data.save(splits, path, meta)
+    return DatasetBuild(toolset, fingerprint, splits, rejected, path, digest, counts)
+
+
+def _folder(tool: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", tool)
+
+
+def train_server(registry: Registry, server: str, options: TrainOptions) -> Path:
+    """Build the dataset, train the adapters, evaluate them, publish them; returns their folder."""
+    from transformers import AutoTokenizer
+
+    if server not in registry.config.servers:
+        raise KeyError(f"no server {server!r} in {registry.path}; known: {', '.join(registry.config.servers)}")
+    settings = registry.config.model
+    base = model_path(settings, registry.base_dir)
+    build = anyio.run(build_dataset, registry, server, options)
+    if not build.splits["train"]:
+        raise RuntimeError(f"no usable training data for {server!r}; rejected: {dict(build.rejected)}")
+    fmt = chat_format(settings.chat_format)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    store = AdapterStore()
+    base_id = base_model_id(base)
+    staging = store.staging(base_id, server, build.fingerprint)
+    train = build.splits["train"]
+    manifest = Manifest(
+        server=server, fingerprint=build.fingerprint, base_model=base, base_model_id=base_id, mode=options.mode,
+        dataset_hash=build.hash, counts=build.counts, agentflux_version=__version__,
+        hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed},
+    )
+    if options.mode in ("decoupled", "both"):
+        foreign = [t for other, (path, _) in _datasets(registry, exclude=server).items() for t in data.load(path)["train"]]
+        selector = examples.tokenized(tokenizer, examples.selector_examples(fmt, build.toolset, train, tokenizer, foreign))
+        train_adapter(base, selector, staging / "selector", options.lora, description=f"{server} selector", progress=options.progress)
+        manifest.selector = "selector"
+        for tool, items in sorted(examples.argument_examples(fmt, build.toolset, train, tokenizer).items()):
+            folder = f"tools/{_folder(tool)}"
+            (staging / "tools").mkdir(exist_ok=True)
+            train_adapter(base, examples.tokenized(tokenizer, items), staging / folder, options.lora,
+                          description=f"{server}.{tool} arguments", progress=options.progress)
+            manifest.tools[tool] = folder
+    if options.mode in ("traditional", "both"):
+        whole = examples.tokenized(tokenizer, examples.traditional_examples(fmt, build.toolset, train, tokenizer))
+        train_adapter(base, whole, staging / "traditional", options.lora, description=f"{server} traditional", progress=options.progress)
+        manifest.traditional = "traditional"
+    if options.evaluate and build.splits["test"]:
+        manifest.metrics = anyio.run(_evaluate_all, registry, staging, manifest, build)
+    final = store.publish(staging, manifest)
+    if settings.router == "adapter":
+        train_router(registry, options)
+    return final
+
+
+async def _evaluate_all(registry: Registry, folder: Path, manifest: Manifest, build: DatasetBuild) -> dict[str, Any]:
+    from agentflux.proxy.backends.hf import TransformersBackend
+
+    settings = registry.config.model
+    backend = TransformersBackend(model_path(settings, registry.base_dir), dtype="float32", max_json_tokens=96)
+    fmt = chat_format(settings.chat_format)
+    tests = build.splits["test"]
+    results = {"test_trajectories": len(tests), "base": await evaluate(backend, fmt, build.toolset, tests, Adapters(None, {}))}
+    if manifest.selector:
+        await backend.load_adapter("selector", folder / manifest.selector)
+        for tool, path in manifest.tools.items():
+            await backend.load_adapter(f"tool:{tool}", folder / path)
+        adapters = Adapters("selector", {tool: f"tool:{tool}" for tool in manifest.tools})
+        results["decoupled"] = await evaluate(backend, fmt, build.toolset, tests, adapters)
+    if manifest.traditional:
+        await backend.load_adapter("traditional", folder / manifest.traditional)
+        adapters = Adapters("traditional", {t.name: "traditional" for t in build.toolset.tools})
+        results["traditional"] = await evaluate(backend, fmt, build.toolset, tests, adapters)
+    await backend.aclose()
+    return results
+
+
+def train_router(registry: Registry, options: TrainOptions) -> Path | None:
+    """Retrain the router over every registered toolset that has a dataset (small base models only)."""
+    from transformers import AutoTokenizer
+
+    settings = registry.config.model
+    base = model_path(settings, registry.base_dir)
+    toolsets, trajectories, keys = [], {}, []
+    for server, (path, meta) in _datasets(registry).items():
+        toolsets.append(Toolset(server, registry.config.servers[server].description or "",
+                                tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])))
+        trajectories[server] = data.load(path)["train"]
+        keys.append(f"{server}:{meta['fingerprint']}")
+    if not toolsets:
+        return None
+    fmt = chat_format(settings.chat_format)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    routed = examples.tokenized(tokenizer, examples.router_examples(fmt, toolsets, trajectories, tokenizer))
+    store = AdapterStore()
+    base_id = base_model_id(base)
+    fingerprint = hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:16]
+    staging = store.staging(base_id, ROUTER, fingerprint)
+    train_adapter(base, routed, staging / "router", options.lora, description="router", progress=options.progress)
+    manifest = Manifest(
+        server=ROUTER, fingerprint=fingerprint, base_model=base, base_model_id=base_id, mode="router", selector="router",
+        toolsets=[t.name for t in toolsets], dataset_hash=fingerprint, counts={"examples": len(routed)},
+        hyperparameters=options.lora.as_dict(), agentflux_version=__version__,
+    )
+    return store.publish(staging, manifest)
+
+
+def _datasets(registry: Registry, exclude: str | None = None) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The latest dataset of each registered server that has one (but `exclude`)."""
+    found = {}
+    for server in registry.config.servers:
+        if server != exclude and (latest := _latest_dataset(server)) is not None:
+            found[server] = latest
+    return found
+
+
+def _latest_dataset(server: str) -> tuple[Path, dict[str, Any]] | None:
+    import json
+
+    candidates = [p for p in (datasets_dir() / server).glob("*") if (p / "meta.json").exists() and not p.name.endswith(".partial")]
+    if not candidates:
+        return None
+    path = max(candidates, key=lambda p: p.stat().st_mtime)
+    return path, json.loads((path / "meta.json").read_text(encoding="utf-8"))
