@@ -28,7 +28,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(BIN)/agentflux node_modules/.installed $(VOCAB)/vocab.gguf
+# The tiny Qwen2 model the example registry and the tests use (built offline, in seconds).
+.cache/tiny-model/config.json: $(VOCAB)/vocab.gguf
+	$(BIN)/agentflux model init-tiny .cache/tiny-model --vocab $(VOCAB)
+
+setup: $(BIN)/agentflux node_modules/.installed $(VOCAB)/vocab.gguf .cache/tiny-model/config.json
 
 # The main job: check the example servers, then drive `agentflux serve` over stdio as a host would.
 demo: setup

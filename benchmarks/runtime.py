@@ -4,8 +4,8 @@
 
 In one run:
 - per backend: `choose` over the filesystem toolset's 14 tools + summarize, `generate_json`
-  for `read_text_file`, and the cost of switching adapters between calls (alternating two
-  adapters versus repeating one);
+  for `read_text_file` (at most 64 tokens), and the cost of switching adapters between calls
+  (alternating two adapters versus repeating one);
 - the prompt tokens of one selection step when a plain tool-calling model sees every tool of
   filesystem + Notion + monday (flat) versus agentflux's hierarchical selector, which sees one
   toolset (the schemas are the real servers', listed live; Notion and monday run offline with
@@ -30,6 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODULES = ROOT / "node_modules"
+# Random adapters rarely finish a JSON value: bound each generation so that runs compare equal work.
+JSON_TOKENS = 64
 
 
 async def real_toolsets(work: Path) -> dict[str, list]:
@@ -109,16 +111,16 @@ def build(kind: str, model: Path, url: str | None):
     if kind == "transformers":
         from agentflux.proxy.backends.hf import TransformersBackend
 
-        return TransformersBackend(str(model), dtype="float32")
+        return TransformersBackend(str(model), dtype="float32", max_json_tokens=JSON_TOKENS)
     if kind == "vllm":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from agentflux.proxy.backends.vllm import VLLMBackend
 
-        return VLLMBackend(str(model), dtype="float32", max_loras=2, max_lora_rank=8, max_model_len=8192)
+        return VLLMBackend(str(model), dtype="float32", max_loras=2, max_lora_rank=8, max_model_len=8192, max_json_tokens=JSON_TOKENS)
     from agentflux.proxy.backends.openai import VLLMServerBackend
 
     assert url is not None
-    return VLLMServerBackend(url, str(model))
+    return VLLMServerBackend(url, str(model), max_json_tokens=JSON_TOKENS)
 
 
 async def timed(coroutine_factory, calls: int) -> list[float]:
@@ -204,7 +206,7 @@ async def run(kinds: list[str], calls: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--backends", default="transformers,vllm,vllm-server")
     args = parser.parse_args()
     anyio.run(run, args.backends.split(","), args.calls)

@@ -55,6 +55,12 @@ async def main(registry: Path) -> None:
         found = await client.call_tool("search_tools", {"query": "search for files matching a pattern", "limit": 3})
         show("search_tools 'search for files matching a pattern'", "\n".join(m["name"] for m in found.structured_content["tools"]))
 
+        # The local agent. Until `agentflux train` has built adapters, every stage runs zero-shot
+        # on the base model, and the trajectory says so; the tiny model knows nothing zero-shot.
+        task = "List the notes folder, then read notes/todo.txt."
+        result = await client.call_tool("do_task", {"task": task, "max_steps": 3, "timeout_s": 120})
+        show(f"do_task {task!r}", text_of(result))
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -69,7 +69,8 @@ def _problem(trajectory: Trajectory, schemas: dict[str, dict[str, Any]]) -> str 
 
 
 def split(trajectories: list[Trajectory], seed: int, test_size: int) -> dict[str, list[Trajectory]]:
-    """train/validation 80/20, plus a test set of up to `test_size` balanced across tools."""
+    """train/validation 80/20, plus a test set of up to `test_size` (and a fifth of the data)
+    balanced across tools."""
     rng = random.Random(seed)
     by_tool: dict[str, list[Trajectory]] = defaultdict(list)
     for trajectory in trajectories:
@@ -78,6 +79,8 @@ def split(trajectories: list[Trajectory], seed: int, test_size: int) -> dict[str
     for group in by_tool.values():
         rng.shuffle(group)
     test: list[Trajectory] = []
+    # A small dataset keeps most of its examples for training: the test set takes at most a fifth.
+    test_size = min(test_size, len(trajectories) // 5)
     # Round-robin over tools so every tool is represented before any gets a second example;
     # a tool keeps at least most of its examples for training.
     while len(test) < test_size and any(len(g) > 2 for g in by_tool.values()):

@@ -60,8 +60,8 @@ class TrainOptions:
     @classmethod
     def quick(cls, **overrides: Any) -> TrainOptions:
         """Minutes on a CPU with the tiny model: fewer examples, a small test set, a short schedule."""
-        lora = LoraSettings(r=16, alpha=32, learning_rate=5e-3, epochs=3.0, min_steps=30, batch_size=4)
-        return replace(cls(examples_per_tool=8, test_size=20, lora=lora), **overrides)
+        lora = LoraSettings(r=16, alpha=32, learning_rate=5e-3, epochs=5.0, min_steps=30, batch_size=4)
+        return replace(cls(examples_per_tool=20, test_size=20, lora=lora), **overrides)
 
 
 @dataclass
