@@ -178,10 +178,13 @@ async def run(kinds: list[str], calls: int) -> None:
     fmt = protocol.Qwen25()
     everything = protocol.Toolset("all", "", tuple(t for ts in toolsets.values() for t in ts.tools))
     task = "Read the file notes/todo.txt"
-    flat = len(protocol.encode(tokenizer, protocol.select_prompt(fmt, task, [], everything).text))
+    # What a plain tool-calling model sees: every tool with its full schema, in one prompt.
+    flat = len(protocol.encode(tokenizer, fmt.conversation("You are a helpful assistant.", everything.tools, task, [])))
+    flat_compact = len(protocol.encode(tokenizer, protocol.select_prompt(fmt, task, [], everything).text))
     print("| selection prompt | tools | prompt tokens |")
     print("|---|---|---|")
-    print(f"| flat: filesystem + Notion + monday | {len(everything.tools)} | {flat} |")
+    print(f"| flat, full schemas (a plain tool-calling model): filesystem + Notion + monday | {len(everything.tools)} | {flat} |")
+    print(f"| flat, compact tools: filesystem + Notion + monday | {len(everything.tools)} | {flat_compact} |")
     for name, toolset in toolsets.items():
         tokens = len(protocol.encode(tokenizer, protocol.select_prompt(fmt, task, [], toolset).text))
         print(f"| hierarchical: {name} only | {len(toolset.tools)} | {tokens} |")
