@@ -3,7 +3,6 @@ the server it fronts (transparent mode: one server, namespacing off)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from agentflux.registry.cli import add_registry_argument, command_group, load_or_report
 
