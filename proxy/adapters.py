@@ -40,9 +40,6 @@ class AdapterIndex:
         self.router: LoadedSet | None = None
         self._lock = anyio.Lock()
 
-    def fingerprint_of(self, tools: list[dict]) -> str:
-        return tool_fingerprint(tools)
-
     async def sync(self, toolsets: dict[str, list[dict]]) -> list[str]:
         """Load adapters for the servers' current tools, unload what no longer applies; returns what changed."""
         async with self._lock:
@@ -118,9 +115,3 @@ class AdapterIndex:
 
     def router_adapter(self) -> str | None:
         return self.router.names.get("router") if self.router else None
-
-    def describe(self) -> dict[str, dict[str, object]]:
-        return {
-            server: {"fingerprint": loaded.fingerprint, "adapters": len(loaded.names), "trained": loaded.manifest.created_at}
-            for server, loaded in self.sets.items()
-        }

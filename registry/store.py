@@ -59,10 +59,6 @@ def base_model_id(base: str) -> str:
     return f"{path.name}-{digest.hexdigest()[:12]}"
 
 
-class Metrics(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
 class Manifest(BaseModel):
     """What an adapter set is: enough to reproduce it and to know when it no longer applies."""
 
@@ -97,17 +93,6 @@ class AdapterStore:
         if not path.exists():
             return None
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-
-    def latest(self, base_id: str, server: str) -> tuple[Path, Manifest] | None:
-        """The most recently trained adapter set of a server, whatever its fingerprint."""
-        found = []
-        for manifest_path in (self.root / base_id / server).glob("*/manifest.json"):
-            manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
-            found.append((manifest.created_at, manifest_path.parent, manifest))
-        if not found:
-            return None
-        _, path, manifest = max(found, key=lambda item: item[0])
-        return path, manifest
 
     def staging(self, base_id: str, server: str, fingerprint: str) -> Path:
         """A fresh folder to build an adapter set in; `publish` moves it into place."""

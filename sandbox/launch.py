@@ -68,10 +68,6 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
     async def wait(self) -> int:
         # Polling, not process.wait(): that also waits for pipe EOF, which a forked
         # grandchild holding the pipes would delay indefinitely.

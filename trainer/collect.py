@@ -13,7 +13,7 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class Trajectory:
     source: str
     executed: bool = True
     rejected: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class FixtureServer:

@@ -13,6 +13,7 @@ to route zero-shot), the router is retrained afterwards over every toolset that 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections import Counter
@@ -226,8 +227,6 @@ def _datasets(registry: Registry, exclude: str | None = None) -> dict[str, tuple
 
 
 def _latest_dataset(server: str) -> tuple[Path, dict[str, Any]] | None:
-    import json
-
     candidates = [p for p in (datasets_dir() / server).glob("*") if (p / "meta.json").exists() and not p.name.endswith(".partial")]
     if not candidates:
         return None

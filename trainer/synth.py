@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agentflux.proxy.protocol import Tool, Toolset
@@ -52,7 +52,6 @@ class Plan:
     style: str
     kind: str = "single"  # single, or the name of a chain
     source: str = "template"
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def words(name: str) -> list[str]:
