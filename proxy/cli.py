@@ -32,7 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
     for entry_point in sorted(entry_points(group="agentflux.commands"), key=lambda ep: ep.name):
         entry_point.load()(commands)
-    args = parser.parse_args(argv)
+    # What follows `--` is a command line of its own (`registry add NAME -- COMMAND ARGS...`),
+    # options included, so it is set aside before argparse sees it.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = argv[argv.index("--") + 1 :] if "--" in argv else None
+    args = parser.parse_args(argv[: argv.index("--")] if rest is not None else argv)
+    if rest is not None and not hasattr(args, "command_line"):
+        parser.error("this command takes nothing after --")
+    if rest is not None:
+        args.command_line = rest
     configure_logging(args.verbose)
     # Logging and sampling are deprecated for 2026-era clients but still what legacy hosts use.
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
@@ -74,9 +82,9 @@ def _serve(args: argparse.Namespace) -> int:
     registry = load_or_report(args.registry)
     if registry is None:
         return 2
-    proxy = build_proxy(registry, args.surface)
+    proxy, control = build_proxy(registry, args.surface)
     if args.transport == "stdio":
-        anyio.run(serve_stdio, proxy)
+        anyio.run(serve_stdio, proxy, control)
         return 0
     http = registry.config.proxy.http
     host = args.host or http.host
@@ -87,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"agentflux serve: {exc}", file=sys.stderr)
         return 2
     logging.getLogger(__name__).info("serving MCP on http://%s:%d%s", host, port, http.path)
-    anyio.run(serve_http, proxy, app, host, port)
+    anyio.run(serve_http, proxy, control, app, host, port)
     return 0
 
 

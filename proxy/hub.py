@@ -128,6 +128,7 @@ class Downstream:
         self.settled = anyio.Event()
         self.broken = anyio.Event()
         self.broken_reason = ""
+        self.scope: anyio.CancelScope | None = None  # cancelled when the registry drops or changes this server
 
     def mark(self, health: Health, reason: str = "") -> None:
         changed = (health, reason) != (self.health, self.reason)
@@ -180,6 +181,7 @@ class Hub:
         self.servers: dict[str, Downstream] = {
             name: Downstream(name, entry) for name, entry in registry.config.servers.items()
         }
+        self._tg: anyio.abc.TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -190,9 +192,39 @@ class Hub:
         if swept:
             logger.info("removed %d sandboxes left by an earlier agentflux that is gone", swept)
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for server in self.servers.values():
-                tg.start_soon(self._supervise, server, name=f"supervise {server.name}")
+                self._start(server)
             task_status.started()
+
+    def _start(self, server: Downstream) -> None:
+        assert self._tg is not None, "the hub is not running"
+        scope = server.scope = anyio.CancelScope()
+
+        async def supervise() -> None:
+            with scope:
+                await self._supervise(server)
+
+        self._tg.start_soon(supervise, name=f"supervise {server.name}")
+
+    async def apply(self, registry: Registry, changed: list[str]) -> None:
+        """Adopt a new valid registry: stop servers it no longer has, restart the `changed`
+        ones, start new ones; every other server keeps running untouched."""
+        before = self.servers
+        self.registry, self.settings = registry, registry.config.proxy
+        self.servers = {}
+        for name, entry in registry.config.servers.items():
+            keep = name in before and name not in changed
+            self.servers[name] = before[name] if keep else Downstream(name, entry)
+        for name, server in before.items():
+            if self.servers.get(name) is not server and server.scope is not None:
+                server.scope.cancel()
+                server.session = None
+        for name, server in self.servers.items():
+            if before.get(name) is not server:
+                self._start(server)
+        for name in before.keys() - self.servers.keys():
+            await self._changed(name)
 
     async def wait_settled(self, timeout: float) -> None:
         """Wait until every server is ready, failed or disabled, or `timeout` passes."""

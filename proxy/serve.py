@@ -14,6 +14,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
+from agentflux.proxy.control import Control
 from agentflux.proxy.hub import Hub
 from agentflux.proxy.runtime import AgentRuntime
 from agentflux.proxy.server import ProxyServer
@@ -32,24 +33,30 @@ class ConfigurationError(Exception):
     """A setting that makes serving unsafe or impossible; the message says what to change."""
 
 
-def build_proxy(registry: Registry, surfaces: list[str] | None = None) -> ProxyServer:
+def build_proxy(registry: Registry, surfaces: list[str] | None = None) -> tuple[ProxyServer, Control]:
     settings = registry.config.proxy
     surfaces = surfaces or list(settings.surfaces)
     hub = Hub(registry)
     runtime = AgentRuntime(registry, hub) if "do_task" in surfaces else None
-    return ProxyServer(hub, surfaces, settings.namespacing, runtime)
+    proxy = ProxyServer(hub, surfaces, settings.namespacing, runtime)
+    control = Control(registry, hub, runtime, proxy.on_hub_change)
+    proxy.change_listeners.append(control.server_changed)
+    proxy.status = control.status
+    return proxy, control
 
 
-async def run_background(proxy: ProxyServer, tg: anyio.abc.TaskGroup) -> None:
-    """The hub, and the model when do_task is served, both starting in the background."""
+async def run_background(proxy: ProxyServer, control: Control, tg: anyio.abc.TaskGroup) -> None:
+    """The hub, the control loop (registry edits, training), and the model when do_task is
+    served, all starting in the background."""
     await tg.start(proxy.hub.run)
+    await tg.start(control.run)
     if proxy.runtime is not None:
         await tg.start(proxy.runtime.run)
 
 
-async def serve_stdio(proxy: ProxyServer) -> None:
+async def serve_stdio(proxy: ProxyServer, control: Control) -> None:
     async with anyio.create_task_group() as tg:
-        await run_background(proxy, tg)
+        await run_background(proxy, control, tg)
         async with stdio_streams() as (read, write):
             await proxy.server.run(read, write, proxy.server.create_initialization_options())
         tg.cancel_scope.cancel()
@@ -109,10 +116,10 @@ def http_app(proxy: ProxyServer, http: HttpSettings, host: str, port: int, token
     )
 
 
-async def serve_http(proxy: ProxyServer, app: Starlette, host: str, port: int) -> None:
+async def serve_http(proxy: ProxyServer, control: Control, app: Starlette, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
     async with anyio.create_task_group() as tg:
-        await run_background(proxy, tg)
+        await run_background(proxy, control, tg)
         await uvicorn.Server(config).serve()
         tg.cancel_scope.cancel()
 

@@ -99,6 +99,15 @@ DO_TASK = types.Tool(
     },
 )
 HEARTBEAT_S = 10.0
+STATUS_RESOURCE = types.Resource(
+    name="agentflux-status",
+    uri="agentflux://status",
+    description=(
+        "agentflux's status as JSON: each server's health and tools, whether its adapters are trained, queued, "
+        "training (with progress) or failed (with the log's tail), and why a toolset runs zero-shot."
+    ),
+    mime_type="application/json",
+)
 
 # The proxy can always announce list changes; hosts that ignore them still see a stable list.
 _CHANGES = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -160,6 +169,10 @@ class ProxyServer:
         self._resource_owner: dict[str, str] = {}
         self._index = SearchIndex([])
         self._surface_signature: tuple[Any, ...] = ()
+        # Called after every hub change, e.g. by the control loop that queues training.
+        self.change_listeners: list[Callable[[str], Awaitable[None]]] = []
+        # The running agentflux's status document, served as a resource with do_task.
+        self.status: Callable[[], dict[str, Any]] | None = None
         self.server = self._build()
         self.rebuild()
         hub.on_change = self.on_hub_change
@@ -220,6 +233,11 @@ class ProxyServer:
     async def on_hub_change(self, server_name: str) -> None:
         if self.runtime is not None:
             await self.runtime.refresh()
+        for listener in self.change_listeners:
+            try:
+                await listener(server_name)
+            except Exception:
+                logger.exception("change listener failed for server %s", server_name)
         if not self.rebuild():
             return
         if "passthrough" in self.surfaces:
@@ -366,9 +384,13 @@ class ProxyServer:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         self._remember(ctx)
-        return types.ListResourcesResult(
-            resources=[r for s in self.hub.servers.values() for r in s.catalog.resources]
-        )
+        resources = [r for s in self.hub.servers.values() for r in s.catalog.resources]
+        if self._serves_status():
+            resources.insert(0, STATUS_RESOURCE)
+        return types.ListResourcesResult(resources=resources)
+
+    def _serves_status(self) -> bool:
+        return self.status is not None and "do_task" in self.surfaces
 
     async def _list_resource_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -398,6 +420,10 @@ class ProxyServer:
     async def _read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
+        if self.status is not None and self._serves_status() and params.uri == STATUS_RESOURCE.uri:
+            text = json.dumps(self.status(), indent=1, ensure_ascii=False)
+            contents = types.TextResourceContents(uri=params.uri, text=text, mime_type="application/json")
+            return types.ReadResourceResult(contents=[contents])
         server = self._resource_server(params.uri)
         request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=params.uri))
         return await self.hub.request(

@@ -191,11 +191,46 @@ class ModelSettings(_Strict):
         return self
 
 
+class TrainingSettings(_Strict):
+    """How a running agentflux trains adapters for servers that have none (do_task surface only)."""
+
+    auto: bool = Field(default=True, description="queue a training job when a server's tools have no adapters")
+    quick: bool = Field(default=False, description="small data and a short schedule (minutes on a CPU)")
+    mode: Literal["decoupled", "traditional", "both"] = "decoupled"
+    examples_per_tool: int | None = Field(default=None, ge=1, description="default 40 (20 with quick)")
+    concurrency: int = Field(default=1, ge=1, description="training jobs running at once")
+    retries: int = Field(default=1, ge=0, description="further attempts after a job fails")
+    retry_backoff_s: float = Field(default=30, ge=0, description="wait before a failed job is retried")
+    teacher_url: str | None = Field(default=None, description="an OpenAI-compatible API that writes the requests")
+    teacher_model: str | None = None
+    teacher_key_env: str | None = Field(default=None, description="environment variable with the teacher's API key")
+
+    @model_validator(mode="after")
+    def _teacher_pair(self) -> TrainingSettings:
+        if (self.teacher_url is None) != (self.teacher_model is None):
+            raise ValueError("give both teacher_url and teacher_model, or neither")
+        return self
+
+    def train_arguments(self) -> list[str]:
+        """The `agentflux train` options these settings stand for."""
+        arguments = ["--mode", self.mode]
+        if self.quick:
+            arguments.append("--quick")
+        if self.examples_per_tool:
+            arguments += ["--examples-per-tool", str(self.examples_per_tool)]
+        if self.teacher_url and self.teacher_model:
+            arguments += ["--teacher-url", self.teacher_url, "--teacher-model", self.teacher_model]
+            if self.teacher_key_env:
+                arguments += ["--teacher-key-env", self.teacher_key_env]
+        return arguments
+
+
 class RegistryFile(_Strict):
     """The whole registry file."""
 
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     servers: dict[str, ServerEntry] = Field(alias="mcpServers")
 
     @field_validator("servers")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentflux.registry.home import agentflux_home
 
 ROUTER = "_router"
+STAGING_MARKER = ".dataset-hash"
 
 
 def tool_fingerprint(tools: list[dict[str, Any]]) -> str:
@@ -94,15 +95,24 @@ class AdapterStore:
             return None
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
 
-    def staging(self, base_id: str, server: str, fingerprint: str) -> Path:
-        """A fresh folder to build an adapter set in; `publish` moves it into place."""
+    def staging(self, base_id: str, server: str, fingerprint: str, dataset_hash: str) -> Path:
+        """The folder to build an adapter set in; `publish` moves it into place.
+
+        A run that was killed left its finished adapters here: when the dataset is the same,
+        they are kept (each adapter folder appears atomically, so one that exists is complete)
+        and training resumes with the next adapter. Any other dataset starts afresh.
+        """
         final = self.directory(base_id, server, fingerprint)
         staging = final.with_name(final.name + ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        marker = staging / STAGING_MARKER
+        if not (marker.exists() and marker.read_text(encoding="utf-8") == dataset_hash):
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            marker.write_text(dataset_hash, encoding="utf-8")
         return staging
 
     def publish(self, staging: Path, manifest: Manifest) -> Path:
+        (staging / STAGING_MARKER).unlink(missing_ok=True)
         (staging / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         final = staging.with_name(staging.name.removesuffix(".staging"))
         if final.exists():

@@ -16,6 +16,8 @@ def _options(args: argparse.Namespace):
 
     options = TrainOptions.quick() if args.quick else TrainOptions()
     overrides = {"mode": args.mode, "seed": args.seed, "progress": not args.no_progress}
+    if args.progress_json:
+        overrides["on_progress"] = _print_progress
     if args.examples_per_tool:
         overrides["examples_per_tool"] = args.examples_per_tool
     if args.teacher_url:
@@ -24,6 +26,12 @@ def _options(args: argparse.Namespace):
         key = os.environ.get(args.teacher_key_env) if args.teacher_key_env else None
         overrides["teacher"] = TeacherSettings(args.teacher_url, args.teacher_model, key)
     return replace(options, **overrides)
+
+
+def _print_progress(stage: str, done: int, total: int) -> None:
+    from agentflux.registry.jobs import progress_line
+
+    print(progress_line(stage, done, total), flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -74,6 +82,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small data and a short schedule (minutes on a CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for job runners)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def train_adapter(
     *,
     description: str = "adapter",
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on `(input_ids, completion_mask)` pairs; write a PEFT directory atomically."""
     import time
@@ -121,10 +123,16 @@ def train_adapter(
     )
     losses: list[float] = []
 
-    class RecordLoss(TrainerCallback):
+    class Watch(TrainerCallback):
+        """Records the loss; reports each step to `on_step`."""
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if on_step is not None:
+                on_step(state.global_step, state.max_steps)
 
     with tempfile.TemporaryDirectory(prefix="agentflux-train-") as scratch:
         config = SFTConfig(
@@ -156,7 +164,7 @@ def train_adapter(
             train_dataset=dataset,
             peft_config=lora,
             processing_class=tokenizer,
-            callbacks=[RecordLoss()],
+            callbacks=[Watch()],
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout

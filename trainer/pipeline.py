@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,8 @@ from agentflux.trainer.synth import synthesize
 logger = logging.getLogger(__name__)
 
 Mode = Literal["decoupled", "traditional", "both"]
+# (stage, done, total): what a job runner shows while a long stage runs.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class TrainOptions:
     lora: LoraSettings = LoraSettings()
     evaluate: bool = True
     progress: bool = True
+    on_progress: Progress | None = None
 
     @classmethod
     def quick(cls, **overrides: Any) -> TrainOptions:
@@ -99,8 +103,14 @@ async def build_dataset(registry: Registry, server: str, options: TrainOptions) 
             trajectories, teacher_rejections = await teacher_trajectories(fixture, toolset, options)
         else:
             plans = synthesize(toolset, fixture.env, options.examples_per_tool, options.seed)
-            with tqdm(total=len(plans), desc=f"{server}: executing requests", disable=not options.progress) as bar:
-                trajectories = await collect(fixture, plans, bar.update)
+            stage = f"{server}: executing requests"
+            with tqdm(total=len(plans), desc=stage, disable=not options.progress) as bar:
+
+                def advance(done: int) -> None:
+                    bar.update(done)
+                    _report(options, stage, bar.n, len(plans))
+
+                trajectories = await collect(fixture, plans, advance)
             teacher_rejections = Counter()
     kept, rejected = data.validate(trajectories, toolset)
     rejected.update(teacher_rejections)
@@ -135,29 +145,39 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
     tokenizer = AutoTokenizer.from_pretrained(base)
     store = AdapterStore()
     base_id = base_model_id(base)
-    staging = store.staging(base_id, server, build.fingerprint)
+    staging = store.staging(base_id, server, build.fingerprint, build.hash)
     train = build.splits["train"]
     manifest = Manifest(
         server=server, fingerprint=build.fingerprint, base_model=base, base_model_id=base_id, mode=options.mode,
         dataset_hash=build.hash, counts=build.counts, agentflux_version=__version__,
         hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed},
     )
+    # (folder, description, examples) for every adapter this mode needs, built lazily.
+    jobs: list[tuple[str, str, Callable[[], list]]] = []
     if options.mode in ("decoupled", "both"):
         foreign = [t for other, (path, _) in _datasets(registry, exclude=server).items() for t in data.load(path)["train"]]
-        selector = examples.tokenized(tokenizer, examples.selector_examples(fmt, build.toolset, train, tokenizer, foreign))
-        train_adapter(base, selector, staging / "selector", options.lora, description=f"{server} selector", progress=options.progress)
+        jobs.append(("selector", f"{server} selector",
+                     lambda: examples.selector_examples(fmt, build.toolset, train, tokenizer, foreign)))
         manifest.selector = "selector"
         for tool, items in sorted(examples.argument_examples(fmt, build.toolset, train, tokenizer).items()):
             folder = f"tools/{_folder(tool)}"
-            (staging / "tools").mkdir(exist_ok=True)
-            train_adapter(base, examples.tokenized(tokenizer, items), staging / folder, options.lora,
-                          description=f"{server}.{tool} arguments", progress=options.progress)
+            jobs.append((folder, f"{server}.{tool} arguments", lambda items=items: items))
             manifest.tools[tool] = folder
     if options.mode in ("traditional", "both"):
-        whole = examples.tokenized(tokenizer, examples.traditional_examples(fmt, build.toolset, train, tokenizer))
-        train_adapter(base, whole, staging / "traditional", options.lora, description=f"{server} traditional", progress=options.progress)
+        jobs.append(("traditional", f"{server} traditional",
+                     lambda: examples.traditional_examples(fmt, build.toolset, train, tokenizer)))
         manifest.traditional = "traditional"
+    for number, (folder, description, build_examples) in enumerate(jobs, 1):
+        target = staging / folder
+        if target.exists():
+            logger.info("%s: kept from an interrupted run on the same data", description)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = f"adapter {number}/{len(jobs)}: {description}"
+        train_adapter(base, examples.tokenized(tokenizer, build_examples()), target, options.lora, description=description,
+                      progress=options.progress, on_step=lambda done, total: _report(options, stage, done, total))
     if options.evaluate and build.splits["test"]:
+        _report(options, f"{server}: evaluating on {len(build.splits['test'])} held-out tasks", 0, 1)
         manifest.metrics = anyio.run(_evaluate_all, registry, staging, manifest, build)
     final = store.publish(staging, manifest)
     if settings.router == "adapter":
@@ -207,14 +227,20 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
     store = AdapterStore()
     base_id = base_model_id(base)
     fingerprint = hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:16]
-    staging = store.staging(base_id, ROUTER, fingerprint)
-    train_adapter(base, routed, staging / "router", options.lora, description="router", progress=options.progress)
+    staging = store.staging(base_id, ROUTER, fingerprint, fingerprint)
+    train_adapter(base, routed, staging / "router", options.lora, description="router", progress=options.progress,
+                  on_step=lambda done, total: _report(options, "router", done, total))
     manifest = Manifest(
         server=ROUTER, fingerprint=fingerprint, base_model=base, base_model_id=base_id, mode="router", selector="router",
         toolsets=[t.name for t in toolsets], dataset_hash=fingerprint, counts={"examples": len(routed)},
         hyperparameters=options.lora.as_dict(), agentflux_version=__version__,
     )
     return store.publish(staging, manifest)
+
+
+def _report(options: TrainOptions, stage: str, done: int, total: int) -> None:
+    if options.on_progress is not None:
+        options.on_progress(stage, done, total)
 
 
 def _datasets(registry: Registry, exclude: str | None = None) -> dict[str, tuple[Path, dict[str, Any]]]:
