@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 from pathlib import Path
 
 import pytest
+import httpx2
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,3 +239,35 @@ def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             os.environ["AGENTFLUX_HOME"] = previous
 
 
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model: Path, subprocess_env_session: dict[str, str]) -> Iterator[str]:
+    """vLLM's OpenAI-compatible server on the tiny model: runtime LoRA loading for the vllm-server
+    backend, native tool calling (hermes, as Qwen2.5 writes) for the teacher path."""
+    port = free_port()
+    env = subprocess_env_session | {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+        "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8", "--max-model-len", "4096",
+        "--enforce-eager", "--structured-outputs-config", '{"backend": "xgrammar"}',
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+    ]
+    log = open(Path(env["AGENTFLUX_HOME"]) / "vllm-server.log", "w")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"vLLM server exited; see {log.name}"
+        try:
+            if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx2.TransportError:
+            pass
+        time.sleep(1)
+    else:
+        server.kill()
+        raise AssertionError(f"vLLM server did not become healthy; see {log.name}")
+    yield url
+    server.terminate()
+    server.wait(timeout=60)
+    log.close()

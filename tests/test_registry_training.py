@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 import yaml
 from mcp import Client, StdioServerParameters

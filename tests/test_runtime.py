@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import jsonschema
 import pytest
 
@@ -24,7 +19,6 @@ from agentflux.proxy import protocol
 from agentflux.proxy.backends import GenerationError
 from agentflux.proxy.protocol import Qwen25, Tool, Toolset
 
-from conftest import free_port
 
 pytestmark = pytest.mark.anyio
 FMT = Qwen25()
@@ -74,38 +68,6 @@ def vllm_backend(tiny_model: Path, adapters: dict[str, Path]):
 
     backend = VLLMBackend(str(tiny_model), dtype="float32", max_loras=2, max_lora_rank=8, max_model_len=4096, max_json_tokens=96)
     return _load(backend, adapters)
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tiny_model: Path, subprocess_env_session: dict[str, str]) -> Iterator[str]:
-    """vLLM's OpenAI-compatible server on the tiny model, with runtime LoRA loading on."""
-    port = free_port()
-    env = subprocess_env_session | {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-        "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8", "--max-model-len", "4096",
-        "--enforce-eager", "--structured-outputs-config", '{"backend": "xgrammar"}',
-    ]
-    log = open(Path(env["AGENTFLUX_HOME"]) / "vllm-server.log", "w")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"vLLM server exited; see {log.name}"
-        try:
-            if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx2.TransportError:
-            pass
-        time.sleep(1)
-    else:
-        server.kill()
-        raise AssertionError(f"vLLM server did not become healthy; see {log.name}")
-    yield url
-    server.terminate()
-    server.wait(timeout=60)
-    log.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from agentflux.trainer.collect import StepRecord, Trajectory
 from agentflux.trainer.synth import STYLES, ArgumentSampler, synthesize
 from agentflux.trainer.workspace import build_workspace
 
-from conftest import ROOT
+from conftest import ROOT, run_agentflux, time_entry, write_registry
 
 FMT = Qwen25()
 # The session fixture `trained` fine-tunes two servers on the CPU before the first test that uses it.
@@ -168,3 +168,84 @@ def test_dataset_is_stored_and_reproducible(trained) -> None:
     assert data.dataset_hash(splits) == json.loads((stored[0] / "meta.json").read_text())["hash"]
     per_tool = Counter(t.steps[0].tool for t in splits["test"])
     assert len(per_tool) >= 3 and max(per_tool.values()) - min(per_tool.values()) <= 1, per_tool  # balanced
+
+
+# -- servers that cannot act here, and the teacher path ----------------------------------------
+
+# Notion and monday.com start offline (a token is only checked when a call reaches the API);
+# the sandbox grants no network, so every call fails and the trainer marks the data unexecuted.
+OFFLINE_SERVERS = {
+    "notion": {
+        "command": "node",
+        "args": [str(ROOT / "node_modules/@notionhq/notion-mcp-server/bin/cli.mjs")],
+        "env": {"NOTION_TOKEN": "ntn_offline_test_secret_1234"},
+        "tools": {"allow": ["API-post-search", "API-retrieve-a-page", "API-create-a-comment"]},
+    },
+    "monday": {
+        "command": "node",
+        "args": [str(ROOT / "node_modules/@mondaydotcomorg/monday-api-mcp/dist/index.js")],
+        "env": {"MONDAY_TOKEN": "monday_offline_test_secret_1234"},
+        "tools": {"allow": ["get_board_items_page", "create_item", "get_board_info"]},
+    },
+}
+
+
+@pytest.mark.parametrize("server", ["notion", "monday"])
+def test_offline_servers_get_single_step_adapters_from_their_schemas(
+    server: str, tiny_model: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    from agentflux.registry.loader import load_registry
+    from agentflux.trainer.collect import UNEXECUTED
+    from agentflux.trainer.pipeline import TrainOptions, train_server
+
+    path = write_registry(tmp_path, {server: OFFLINE_SERVERS[server]})
+    path.write_text(path.read_text() + f"model:\n  base: {tiny_model}\n")
+    options = TrainOptions.quick(examples_per_tool=6, test_size=6, progress=False)
+    folder = train_server(load_registry(path), server, options)
+    manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
+    assert sorted(manifest.tools) == sorted(OFFLINE_SERVERS[server]["tools"]["allow"])
+    assert (folder / "selector/adapter_config.json").exists()
+    assert all((folder / p / "adapter_model.safetensors").exists() for p in manifest.tools.values())
+    kept = manifest.counts["train"] + manifest.counts["validation"] + manifest.counts["test"]
+    assert kept > 0 and manifest.counts["unexecuted"] == kept
+    (dataset,) = (isolated_home / "datasets" / server).iterdir()
+    for trajectory in [t for split in data.load(dataset).values() for t in split]:
+        assert not trajectory.executed and len(trajectory.steps) == 1
+        assert trajectory.steps[0].observation == UNEXECUTED
+    # The token never reaches a dataset, a manifest or a log.
+    secret = OFFLINE_SERVERS[server]["env"]
+    token = next(iter(secret.values()))
+    for file in [*isolated_home.rglob("*.json"), *isolated_home.rglob("*.arrow"), *isolated_home.rglob("*.log")]:
+        assert token.encode() not in file.read_bytes(), file
+
+
+def test_teacher_output_is_validated_and_invalid_output_rejected_and_counted(
+    vllm_server: str, tiny_model: Path, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The teacher is a real OpenAI-compatible server (vLLM-CPU) serving the untrained tiny
+    model: what it writes is not requests and not tool calls, and all of it must be caught."""
+    path = write_registry(tmp_path, {"time": time_entry()})
+    path.write_text(path.read_text() + f"model:\n  base: {tiny_model}\n")
+    teacher = ["--teacher-url", vllm_server, "--teacher-model", "tiny", "--examples-per-tool", "3", "--no-progress"]
+    synth = run_agentflux("data", "synth", "--server", "time", "--registry", str(path), *teacher, env=subprocess_env, timeout=900)
+    assert synth.returncode == 0, synth.stderr[-3000:]
+    report = json.loads(synth.stdout[synth.stdout.index("{") : synth.stdout.rindex("}") + 1])
+    rejected = report["rejected"]
+    assert sum(rejected.values()) > 0 and report["counts"]["rejected"] == sum(rejected.values())
+    assert set(rejected) <= {
+        "teacher output is not a request", "teacher made no tool call", "teacher called an unknown tool",
+        "teacher arguments are not JSON", "teacher arguments are not an object", "execution failed",
+        "teacher request failed", "arguments do not match the schema", "duplicate request", "unexpected argument",
+        "unknown tool", "empty request", "request too long", "too many or no steps",
+    }, rejected
+    # Nothing rejected is stored; whatever is stored is a valid, executed trajectory.
+    (dataset,) = (Path(subprocess_env["AGENTFLUX_HOME"]) / "datasets/time").iterdir()
+    assert "-teacher-" in dataset.name
+    for trajectory in [t for split in data.load(dataset).values() for t in split]:
+        assert trajectory.steps and all(step.ok for step in trajectory.steps)
+    trained = run_agentflux("train", "--server", "time", "--registry", str(path), *teacher, env=subprocess_env, timeout=900)
+    if sum(report["counts"][s] for s in ("train", "validation", "test")) == 0:
+        # Nothing usable: training refuses with the reasons, rather than training on nothing.
+        assert trained.returncode == 1 and "no usable training data" in trained.stderr, trained.stderr[-2000:]
+    else:
+        assert trained.returncode == 0, trained.stderr[-2000:]

@@ -136,22 +136,25 @@ def dataset_hash(splits: dict[str, list[Trajectory]]) -> str:
 
 def save(splits: dict[str, list[Trajectory]], path: Path, meta: dict[str, Any]) -> Path:
     """Write the splits as a `datasets.DatasetDict` (plus meta.json), atomically."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, Features, Value
 
+    # Explicit types, so that an empty split (a teacher whose output was all rejected) is still a valid dataset.
+    features = Features({"query": Value("string"), "server": Value("string"), "steps": Value("string"),
+                         "kind": Value("string"), "style": Value("string"), "source": Value("string"),
+                         "executed": Value("bool")})  # fmt: skip
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    DatasetDict({name: Dataset.from_list(to_rows(rows)) if rows else _empty() for name, rows in splits.items()}).save_to_disk(str(partial))
+    columns = {name: [] for name in features}
+    dataset = DatasetDict({
+        name: Dataset.from_list(to_rows(rows), features=features) if rows else Dataset.from_dict(columns, features=features)
+        for name, rows in splits.items()
+    })  # fmt: skip
+    dataset.save_to_disk(str(partial), num_shards={name: 1 for name in splits})
     (partial / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     if path.exists():
         shutil.rmtree(path)
     partial.rename(path)
     return path
-
-
-def _empty() -> Any:
-    from datasets import Dataset
-
-    return Dataset.from_dict({"query": [], "server": [], "steps": [], "kind": [], "style": [], "source": [], "executed": []})
 
 
 def load(path: Path) -> dict[str, list[Trajectory]]:
