@@ -224,3 +224,59 @@ async def test_trajectories_are_logged_without_secrets(trained, tmp_path: Path, 
     logged = "".join(p.read_text() for p in (Path(os.environ["AGENTFLUX_HOME"]) / "trajectories").glob("*.jsonl"))
     assert "sk-secret-in-a-task-123" not in logged and "***" in logged
     assert json.loads(logged.splitlines()[-1])["task"].endswith("***")
+
+
+async def test_concurrent_do_task_calls_over_http_each_get_their_own_trajectory(trained, tmp_path: Path) -> None:
+    """Sub-agent use: several agents call one agentflux over streamable HTTP with a bearer token
+    at once. Each call has its own context; the model calls are serialized safely."""
+    import subprocess
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from conftest import free_port
+    from test_serve import wait_for_port
+
+    source = yaml.safe_load(trained["registry"][0].read_text())
+    source["proxy"] = {"surfaces": ["do_task"]}
+    source["training"] = {"auto": False}
+    path = trained["registry"][0].parent / f"registry-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(source))
+    port, token = free_port(), "concurrent-test-token"
+    env = dict(os.environ) | {"AGENTFLUX_HOME": str(trained["home"][0]), "AGENTFLUX_HTTP_TOKEN": token}
+    command = [PYTHON, "-m", "agentflux.proxy", "serve", "--registry", str(path), "--transport", "http", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    tasks = [t.query for t in train_queries(trained, "list-then-read")[:2] + train_queries(trained, "search-then-info")[:2]]
+    results: dict[str, Any] = {}
+    try:
+        wait_for_port(port, process, timeout=60)
+
+        async def agent(task: str) -> None:
+            messages: list[str] = []
+
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                messages.append(message or "")
+
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=600)) as http:
+                async with Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http), mode="legacy") as client:
+                    result = await client.call_tool("do_task", {"task": task, "max_steps": 3, "timeout_s": 300},
+                                                    progress_callback=progress)  # fmt: skip
+            results[task] = (result, messages)
+
+        with anyio.fail_after(900):
+            async with anyio.create_task_group() as tg:
+                for task in tasks:
+                    tg.start_soon(agent, task)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert set(results) == set(tasks)
+    for task, (result, messages) in results.items():
+        assert not result.is_error, result.content
+        outcome = result.structured_content
+        # Each call ran its own loop: its own task, its own numbered steps, its own progress.
+        # (Whether the tiny model solves a task is the evaluation's business, not this test's.)
+        assert outcome["task"] == task and outcome["summary"] and outcome["stopped"]
+        assert [s["number"] for s in outcome["steps"]] == list(range(1, len(outcome["steps"]) + 1))
+        assert any(m.startswith("step 1: choosing a toolset") for m in messages)
