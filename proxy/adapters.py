@@ -31,8 +31,11 @@ class LoadedSet:
 
 
 class AdapterIndex:
-    def __init__(self, backend: Backend, store: AdapterStore, base_id: str, mode: str = "decoupled") -> None:
+    def __init__(
+        self, backend: Backend, store: AdapterStore, base_id: str, mode: str = "decoupled", use_router: bool = True
+    ) -> None:
         self.backend = backend
+        self.use_router = use_router  # model.router: adapter; with `base` the base model routes
         self.store = store
         self.base_id = base_id
         self.mode = mode  # decoupled, or traditional (the baseline answers both questions)
@@ -62,7 +65,7 @@ class AdapterIndex:
                     await self._unload(current)
                 changed.append(server)
             # A router only knows the toolsets it was trained on: with any other set, route zero-shot.
-            router = self._find_router(set(toolsets))
+            router = self._find_router(set(toolsets)) if self.use_router else None
             if (router and router.fingerprint) != (self.router and self.router.fingerprint):
                 previous, self.router = self.router, await self._load(ROUTER, router) if router else None
                 if previous is not None:

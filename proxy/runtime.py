@@ -51,7 +51,7 @@ class AgentRuntime:
             logger.error("%s", self.error)
             self._ready.set()
             return
-        self.adapters = AdapterIndex(backend, self.store, base_model_id(path), self.mode)
+        self.adapters = AdapterIndex(backend, self.store, base_model_id(path), self.mode, settings.router == "adapter")
         self.agent = Agent(backend, self.hub, self.adapters, chat_format(settings.chat_format))
         await self.refresh()
         self._ready.set()
