@@ -249,3 +249,18 @@ def test_teacher_output_is_validated_and_invalid_output_rejected_and_counted(
         assert trained.returncode == 1 and "no usable training data" in trained.stderr, trained.stderr[-2000:]
     else:
         assert trained.returncode == 0, trained.stderr[-2000:]
+
+
+def test_fixture_entry_moves_the_granted_folder_and_keeps_other_relative_paths(tmp_path: Path) -> None:
+    """The example registry's filesystem server starts in its workspace with its code at
+    ../../node_modules/...: on the fixture copy, the folder moves and the code stays found."""
+    from agentflux.registry.loader import load_registry
+    from agentflux.trainer.workspace import fixture_entry
+
+    registry = load_registry(ROOT / "examples/registry.yaml")
+    copy = tmp_path / "fixture"
+    entry = fixture_entry(registry.config.servers["filesystem"], registry.base_dir, copy)
+    code, folder = entry.args
+    assert Path(code).is_absolute() and Path(code).exists() and code.endswith("server-filesystem/dist/index.js")
+    assert folder == str(copy) and entry.cwd == str(copy) and entry.command == "node"
+    assert [(m.path, m.mode) for m in entry.sandbox.mounts] == [(str(copy), "rw")]

@@ -10,6 +10,8 @@ the next (and never touch the user's real folder).
 
 from __future__ import annotations
 
+import os
+
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -126,11 +128,23 @@ def fixture_entry(entry: ServerEntry, base_dir: Path, workspace: Path) -> Server
     cwd = (base_dir / entry.cwd).resolve() if entry.cwd else base_dir.resolve()
 
     def swap(text: str) -> str:
-        candidate = Path(text) if Path(text).is_absolute() else cwd / text
-        return str(workspace) if candidate.resolve() in folders else text
+        candidate = (Path(text) if Path(text).is_absolute() else cwd / text).resolve()
+        if candidate in folders:
+            return str(workspace)
+        if not candidate.exists():
+            return text  # not a path: an option, a name, a value
+        for folder in folders:
+            if folder in candidate.parents:
+                return str(workspace / candidate.relative_to(folder))
+        # The server now starts in the copy: a relative path to anything else (its own code,
+        # `../../node_modules/...`) must keep pointing where it pointed from the old folder.
+        return str(candidate) if not Path(text).is_absolute() else text
 
     mounts = [m for m in entry.sandbox.mounts if m.mode != "rw"] + [Mount(path=str(workspace), mode="rw")]
     sandbox = entry.sandbox.model_copy(update={"mounts": mounts})
-    return entry.model_copy(
-        update={"args": [swap(arg) for arg in entry.args], "cwd": swap(str(cwd)), "sandbox": sandbox}
-    )
+    return entry.model_copy(update={
+        "command": swap(entry.command) if entry.command and os.sep in entry.command else entry.command,
+        "args": [swap(arg) for arg in entry.args],
+        "cwd": swap(str(cwd)),
+        "sandbox": sandbox,
+    })  # fmt: skip
