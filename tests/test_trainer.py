@@ -4,6 +4,7 @@ decoupled fine-tuning that beats the untrained base model on held-out data (tiny
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -264,3 +265,26 @@ def test_fixture_entry_moves_the_granted_folder_and_keeps_other_relative_paths(t
     assert Path(code).is_absolute() and Path(code).exists() and code.endswith("server-filesystem/dist/index.js")
     assert folder == str(copy) and entry.cwd == str(copy) and entry.command == "node"
     assert [(m.path, m.mode) for m in entry.sandbox.mounts] == [(str(copy), "rw")]
+
+
+def test_eval_compares_every_system_on_the_held_out_set(trained, tmp_path: Path) -> None:
+    from agentflux.trainer.ablations import SYSTEMS
+
+    registry, _ = trained["registry"]
+    env = dict(os.environ) | {"AGENTFLUX_HOME": str(trained["home"][0])}
+    out = tmp_path / "results"
+    done = run_agentflux("eval", "--server", "time", "--registry", str(registry), "--out", str(out), env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads((out / "results.json").read_text())
+    assert list(document["results"]) == list(SYSTEMS)  # trained with --mode both: every ablation applies
+    manifest = trained["time"][1]
+    # Greedy evaluation is deterministic: the same figures as recorded when the adapters were trained.
+    assert document["results"]["decoupled"] == manifest.metrics["decoupled"]
+    assert document["results"]["base"] == manifest.metrics["base"]
+    assert document["dataset_hash"] == manifest.dataset_hash and document["seed"] == 0
+    assert document["base_model_id"] == manifest.base_model_id and document["fingerprint"] == manifest.fingerprint
+    table = (out / "table.md").read_text()
+    assert all(f"| {name} |" in table for name in SYSTEMS) and table in done.stdout
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = run_agentflux("eval", "--server", "nope", "--registry", str(registry), env=env)
+    assert missing.returncode == 1 and "no adapters for 'nope'" in missing.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from agentflux.registry.cli import add_registry_argument, command_group, load_or_report
 
@@ -71,6 +72,22 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from agentflux.trainer.pipeline import evaluate_server
+
+    registry = load_or_report(args.registry)
+    if registry is None:
+        return 2
+    try:
+        out = evaluate_server(registry, args.server, args.out)
+    except RuntimeError as exc:
+        print(f"agentflux eval: {exc}", file=sys.stderr)
+        return 1
+    print((out / "table.md").read_text(encoding="utf-8"))
+    print(f"results, provenance and chart in {out}")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="the registry entry to train")
     add_registry_argument(parser)
@@ -89,6 +106,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="synthesize data for a server and fine-tune its adapters")
     _common(train)
     train.set_defaults(handler=_train)
+    evaluation = commands.add_parser("eval", help="held-out accuracy of a server's adapters: base, traditional, decoupled, mixed")
+    evaluation.add_argument("--server", required=True, help="the registry entry to evaluate")
+    add_registry_argument(evaluation)
+    evaluation.add_argument("--out", type=Path, help="results folder (default: ~/.agentflux/results/<server>/<time>)")
+    evaluation.set_defaults(handler=_eval)
     group = command_group(commands, "data", "build and inspect training datasets")
     synth = group.add_parser("synth", help="synthesize and store a server's dataset without training")
     _common(synth)

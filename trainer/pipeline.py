@@ -32,7 +32,7 @@ from agentflux.registry.loader import Registry
 from agentflux.registry.store import ROUTER, AdapterStore, Manifest, base_model_id, tool_fingerprint
 from agentflux.trainer import data, examples
 from agentflux.trainer.collect import FixtureServer, Trajectory, collect
-from agentflux.trainer.evaluate import Adapters, evaluate
+from agentflux.trainer.ablations import evaluate_systems, write_results
 from agentflux.trainer.finetune import LoraSettings, train_adapter
 from agentflux.trainer.synth import synthesize
 
@@ -178,33 +178,56 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
                       progress=options.progress, on_step=lambda done, total: _report(options, stage, done, total))
     if options.evaluate and build.splits["test"]:
         _report(options, f"{server}: evaluating on {len(build.splits['test'])} held-out tasks", 0, 1)
-        manifest.metrics = anyio.run(_evaluate_all, registry, staging, manifest, build)
+        metrics = anyio.run(_evaluate_all, registry, staging, manifest, build.toolset, build.splits["test"])
+        manifest.metrics = {"test_trajectories": len(build.splits["test"])} | metrics
     final = store.publish(staging, manifest)
     if settings.router == "adapter":
         train_router(registry, options)
     return final
 
 
-async def _evaluate_all(registry: Registry, folder: Path, manifest: Manifest, build: DatasetBuild) -> dict[str, Any]:
+async def _evaluate_all(registry: Registry, folder: Path, manifest: Manifest, toolset: Toolset,
+                        tests: list[Trajectory]) -> dict[str, Any]:
+    """Every system the adapter set allows (ablations.py), on the held-out test set."""
     from agentflux.proxy.backends.hf import TransformersBackend
 
     settings = registry.config.model
     backend = TransformersBackend(model_path(settings, registry.base_dir), dtype="float32", max_json_tokens=96)
-    fmt = chat_format(settings.chat_format)
-    tests = build.splits["test"]
-    results = {"test_trajectories": len(tests), "base": await evaluate(backend, fmt, build.toolset, tests, Adapters(None, {}))}
-    if manifest.selector:
-        await backend.load_adapter("selector", folder / manifest.selector)
-        for tool, path in manifest.tools.items():
-            await backend.load_adapter(f"tool:{tool}", folder / path)
-        adapters = Adapters("selector", {tool: f"tool:{tool}" for tool in manifest.tools})
-        results["decoupled"] = await evaluate(backend, fmt, build.toolset, tests, adapters)
-    if manifest.traditional:
-        await backend.load_adapter("traditional", folder / manifest.traditional)
-        adapters = Adapters("traditional", {t.name: "traditional" for t in build.toolset.tools})
-        results["traditional"] = await evaluate(backend, fmt, build.toolset, tests, adapters)
-    await backend.aclose()
-    return results
+    try:
+        return await evaluate_systems(backend, chat_format(settings.chat_format), toolset, tests, folder, manifest)
+    finally:
+        await backend.aclose()
+
+
+def evaluate_server(registry: Registry, server: str, out: Path | None = None) -> Path:
+    """`agentflux eval`: the newest adapters of `server` against the base and the ablations, on
+    the held-out test set of the dataset they were trained on; returns the results folder."""
+    from datetime import UTC, datetime
+
+    base = model_path(registry.config.model, registry.base_dir)
+    base_id = base_model_id(base)
+    manifests = [Manifest.model_validate_json(p.read_text(encoding="utf-8"))
+                 for p in AdapterStore().root.glob(f"{base_id}/{server}/*/manifest.json")]  # fmt: skip
+    if not manifests:
+        raise RuntimeError(f"no adapters for {server!r} on {base}: run `agentflux train --server {server}` first")
+    manifest = max(manifests, key=lambda m: m.created_at)
+    folder = AdapterStore().directory(base_id, server, manifest.fingerprint)
+    found = [(p, meta) for p, meta in _stored_datasets(server) if meta["hash"] == manifest.dataset_hash]
+    if not found:
+        raise RuntimeError(f"the dataset {manifest.dataset_hash} that {folder} was trained on is gone; retrain to evaluate")
+    path, meta = found[0]
+    tests = data.load(path)["test"]
+    if not tests:
+        raise RuntimeError(f"the dataset {path} has no test split to evaluate on")
+    entry = registry.config.servers.get(server)
+    tools = tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])
+    toolset = Toolset(server, (entry.description if entry else None) or "", tools)
+    results = anyio.run(_evaluate_all, registry, folder, manifest, toolset, tests)
+    record = {"base_model": base, "base_model_id": base_id, "adapters": str(folder), "fingerprint": manifest.fingerprint,
+              "mode": manifest.mode, "dataset": str(path), "dataset_hash": manifest.dataset_hash, "seed": meta["seed"],
+              "hyperparameters": manifest.hyperparameters, "agentflux_version": __version__}  # fmt: skip
+    out = out or agentflux_home() / "results" / server / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return write_results(out, server, results, record, len(tests))
 
 
 def train_router(registry: Registry, options: TrainOptions) -> Path | None:
@@ -252,9 +275,13 @@ def _datasets(registry: Registry, exclude: str | None = None) -> dict[str, tuple
     return found
 
 
+def _stored_datasets(server: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The server's complete datasets, newest first."""
+    found = [p for p in (datasets_dir() / server).glob("*") if (p / "meta.json").exists() and not p.name.endswith(".partial")]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [(p, json.loads((p / "meta.json").read_text(encoding="utf-8"))) for p in found]
+
+
 def _latest_dataset(server: str) -> tuple[Path, dict[str, Any]] | None:
-    candidates = [p for p in (datasets_dir() / server).glob("*") if (p / "meta.json").exists() and not p.name.endswith(".partial")]
-    if not candidates:
-        return None
-    path = max(candidates, key=lambda p: p.stat().st_mtime)
-    return path, json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    stored = _stored_datasets(server)
+    return stored[0] if stored else None
