@@ -94,13 +94,11 @@ class AdapterIndex:
 
     def _find_router(self, servers: set[str]) -> LoadedSet | None:
         """The newest router trained on exactly the toolsets now served (a router knows no others)."""
-        root = self.store.root / self.base_id / ROUTER
-        best: LoadedSet | None = None
-        for manifest_path in root.glob("*/manifest.json"):
-            manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
-            if set(manifest.toolsets) == servers and (best is None or manifest.created_at > best.manifest.created_at):
-                best = LoadedSet(manifest.fingerprint, manifest_path.parent, manifest)
-        return best
+        for manifest in self.store.manifests(ROUTER, self.base_id):
+            if set(manifest.toolsets) == servers:
+                folder = self.store.directory(self.base_id, ROUTER, manifest.fingerprint)
+                return LoadedSet(manifest.fingerprint, folder, manifest)
+        return None
 
     # -- what answers each question --------------------------------------------------------
 

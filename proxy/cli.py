@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     # What follows `--` is a command line of its own (`registry add NAME -- COMMAND ARGS...`),
     # options included, so it is set aside before argparse sees it.
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest = argv[argv.index("--") + 1 :] if "--" in argv else None
-    args = parser.parse_args(argv[: argv.index("--")] if rest is not None else argv)
-    if rest is not None and not hasattr(args, "command_line"):
-        parser.error("this command takes nothing after --")
-    if rest is not None:
-        args.command_line = rest
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    if split < len(argv):
+        if not hasattr(args, "command_line"):
+            parser.error("this command takes nothing after --")
+        args.command_line = argv[split + 1 :]
     configure_logging(args.verbose)
     # Logging and sampling are deprecated for 2026-era clients but still what legacy hosts use.
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)

@@ -82,6 +82,13 @@ class Job:
             "retry_at": self.retry_at,
         }
 
+    def begin(self) -> None:
+        """A new attempt: training, with nothing left from the last one."""
+        self.attempts += 1
+        self.state, self.pid, self.started_at = JobState.TRAINING, None, time.time()
+        self.finished_at = self.retry_at = None
+        self.stage, self.done, self.total, self.error, self.log_tail = "", 0, 0, "", []
+
     def describe(self) -> str:
         if self.state is JobState.TRAINING and self.stage:
             return f"training: {self.stage} {self.done}/{self.total}"
@@ -144,9 +151,9 @@ class JobQueue:
                 now = time.time()
                 for job in list(self.jobs.values()):
                     due = job.retry_at is None or job.retry_at <= now
-                    if job.state is JobState.QUEUED and due and job.pid is None and slots.value > 0:
-                        await slots.acquire()
-                        job.pid = -1  # claimed; the real pid follows
+                    if job.state is JobState.QUEUED and due and slots.value > 0:
+                        slots.acquire_nowait()
+                        job.begin()  # marked training now, so that no later pass starts it twice
                         tg.start_soon(self._run_job, job, slots)
                 self._wake = anyio.Event()
                 with anyio.move_on_after(1.0):  # retries come due with time, not only with events
@@ -160,7 +167,7 @@ class JobQueue:
             slots.release()
             self._wake.set()
         if job.state is JobState.FAILED and job.attempts <= self.settings.retries:
-            job.state, job.pid = JobState.QUEUED, None
+            job.state = JobState.QUEUED
             job.retry_at = time.time() + self.settings.retry_backoff_s
             logger.warning("training job for %s failed (%s); retrying in %gs", job.server, job.error, self.settings.retry_backoff_s)
         elif job.state is JobState.FAILED:
@@ -179,9 +186,6 @@ class JobQueue:
         ]  # fmt: skip
 
     async def _attempt(self, job: Job) -> None:
-        job.attempts += 1
-        job.state, job.started_at, job.finished_at, job.retry_at = JobState.TRAINING, time.time(), None, None
-        job.stage, job.done, job.total, job.error, job.log_tail = "", 0, 0, "", []
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command(job.server)
@@ -197,6 +201,8 @@ class JobQueue:
                 return
             self._processes[job.server] = process
             job.pid = process.pid
+            if job.state is JobState.CANCELLED:  # cancelled while the process was starting
+                _kill_group(process)
             logger.info("training %s (tools %s) in process %d", job.server, job.fingerprint, process.pid)
             try:
                 async for line in _lines(process):

@@ -8,13 +8,13 @@ them. With none running, it shows what is on disk: the adapter sets trained per 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from agentflux.registry.home import agentflux_home
 from agentflux.registry.loader import Registry
-from agentflux.registry.store import AdapterStore, Manifest
+from agentflux.registry.store import AdapterStore
+from agentflux.sandbox.limits import process_alive
 
 
 def running_status(registry_path: Path) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ def running_status(registry_path: Path) -> list[dict[str, Any]]:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # being replaced right now, or left half-written by a crash
-        if not _alive(int(document.get("pid", 0))):
+        if not process_alive(int(document.get("pid", 0))):
             path.unlink(missing_ok=True)  # left by an agentflux that was killed
             continue
         if Path(document.get("registry", "")) == registry_path.resolve():
@@ -38,10 +38,7 @@ def offline_status(registry: Registry, store: AdapterStore | None = None) -> dic
     store = store or AdapterStore()
     servers = []
     for name in registry.config.servers:
-        manifests = []
-        for path in store.root.glob(f"*/{name}/*/manifest.json"):
-            manifests.append(Manifest.model_validate_json(path.read_text(encoding="utf-8")))
-        latest = max(manifests, key=lambda m: m.created_at, default=None)
+        latest = next(iter(store.manifests(name)), None)
         adapters = {"state": "none", "detail": "no adapters trained yet", "serving": None, "job": None}
         if latest is not None:
             detail = f"trained {latest.created_at} for {latest.base_model_id}; used if the server's tools still match"
@@ -79,14 +76,3 @@ def render_status(document: dict[str, Any]) -> str:
                 lines.append(f"        | {tail}")
     return "\n".join(lines)
 
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

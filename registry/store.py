@@ -95,6 +95,12 @@ class AdapterStore:
             return None
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
 
+    def manifests(self, server: str, base_id: str = "*") -> list[Manifest]:
+        """Every published adapter set of `server` (for one base model, or all), newest first."""
+        found = [Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+                 for path in self.root.glob(f"{base_id}/{server}/*/manifest.json")]  # fmt: skip
+        return sorted(found, key=lambda manifest: manifest.created_at, reverse=True)
+
     def staging(self, base_id: str, server: str, fingerprint: str, dataset_hash: str) -> Path:
         """The folder to build an adapter set in; `publish` moves it into place.
 

@@ -27,7 +27,7 @@ import docker.errors
 import docker.types
 
 from agentflux.sandbox.errors import LaunchError, SandboxUnavailable
-from agentflux.sandbox.limits import owner_alive
+from agentflux.sandbox.limits import process_alive
 from agentflux.sandbox.spec import SandboxSpec
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def sweep_orphans() -> int:
     removed = 0
     for item in found:
         owner = item.labels.get(OWNER_LABEL, "")
-        if owner.isdigit() and not owner_alive(int(owner)):
+        if owner.isdigit() and not process_alive(int(owner)):
             try:
                 item.remove(force=True)
                 removed += 1

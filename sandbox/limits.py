@@ -181,14 +181,16 @@ def sweep_orphans() -> int:
             continue
         for path in parent.iterdir():
             owner = path.name.split("-", 1)[0]
-            if path.is_dir() and owner.isdigit() and not owner_alive(int(owner)):
+            if path.is_dir() and owner.isdigit() and not process_alive(int(owner)):
                 _kill_and_remove(path)
                 removed += 1
     return removed
 
 
-def owner_alive(pid: int) -> bool:
-    """Whether the agentflux process that created a cgroup or container still runs."""
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (an agentflux that owns a cgroup, a container or a status file)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -206,12 +206,12 @@ def evaluate_server(registry: Registry, server: str, out: Path | None = None) ->
 
     base = model_path(registry.config.model, registry.base_dir)
     base_id = base_model_id(base)
-    manifests = [Manifest.model_validate_json(p.read_text(encoding="utf-8"))
-                 for p in AdapterStore().root.glob(f"{base_id}/{server}/*/manifest.json")]  # fmt: skip
+    store = AdapterStore()
+    manifests = store.manifests(server, base_id)
     if not manifests:
         raise RuntimeError(f"no adapters for {server!r} on {base}: run `agentflux train --server {server}` first")
-    manifest = max(manifests, key=lambda m: m.created_at)
-    folder = AdapterStore().directory(base_id, server, manifest.fingerprint)
+    manifest = manifests[0]
+    folder = store.directory(base_id, server, manifest.fingerprint)
     found = [(p, meta) for p, meta in _stored_datasets(server) if meta["hash"] == manifest.dataset_hash]
     if not found:
         raise RuntimeError(f"the dataset {manifest.dataset_hash} that {folder} was trained on is gone; retrain to evaluate")

@@ -11,7 +11,6 @@ the next (and never touch the user's real folder).
 from __future__ import annotations
 
 import os
-
 import random
 import shutil
 from dataclasses import dataclass, field
