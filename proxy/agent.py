@@ -71,6 +71,7 @@ class Outcome:
     steps: list[Step]
     toolsets: list[str]
     seconds: float
+    router: str | None = None  # the router adapter when the task started (None: the base model routed)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +96,7 @@ class Agent:
     async def run(self, task: str, budget: Budget, report: Report) -> Outcome:
         started = time.monotonic()
         deadline = started + budget.timeout_s
+        router = self.adapters.router_adapter()
         toolsets = self.toolsets()
         steps: list[Step] = []
         history: list[Call] = []
@@ -155,7 +157,7 @@ class Agent:
                 stopped, explanation = "token_budget", f"stopped at the budget of {budget.max_tokens} generated tokens"
                 break
         summary = await self._summarize(task, history, budget, deadline, stopped, explanation, report)
-        return Outcome(task, summary, stopped, explanation, steps, sorted(toolsets), time.monotonic() - started)
+        return Outcome(task, summary, stopped, explanation, steps, sorted(toolsets), time.monotonic() - started, router)
 
     async def _route_and_select(
         self, task: str, history: list[Call], toolsets: dict[str, Toolset], number: int, report: Report

@@ -80,13 +80,17 @@ async def test_a_server_added_while_running_is_trained_and_hot_loaded(
         fingerprint = server_of(status_of(path), "time")["fingerprint"]
         home = Path(subprocess_env["AGENTFLUX_HOME"])
         (dataset,) = [p for p in (home / "datasets/time").iterdir() if not p.name.endswith(".partial")]
-        tasks = [t.query for t in data.load(dataset)["train"]][:3]
+        tasks = [t.query for t in data.load(dataset)["train"]][:8]
         routed_to_time = []
         for task in tasks:
             result = await client.call_tool("do_task", {"task": task, "max_steps": 2})
             assert not result.is_error, result.content
-            steps = result.structured_content["steps"]
-            assert steps and steps[0]["adapters"]["route"].startswith("_router@")
+            outcome = result.structured_content
+            # Every task is routed by the new router, also when it ends the task at once (the tiny
+            # router often does: docs/training.md); the steps it did take record the same one.
+            assert outcome["router"].startswith("_router@")
+            steps = outcome["steps"]
+            assert all(step["adapters"]["route"] == outcome["router"] for step in steps)
             for step in steps:
                 if step["toolset"] == "time":
                     assert step["adapters"]["select"] == f"time@{fingerprint}/selector"
