@@ -65,7 +65,9 @@ class TrainOptions:
     @classmethod
     def quick(cls, **overrides: Any) -> TrainOptions:
         """Minutes on a CPU with the tiny model: fewer examples, a small test set, a short schedule."""
-        lora = LoraSettings(r=16, alpha=32, learning_rate=5e-3, epochs=5.0, min_steps=30, batch_size=4)
+        # rsLoRA scales updates by alpha/sqrt(r) = 8: at 5e-3 the router only learned the class prior
+        # (train accuracy 0.44); at 1e-3 it learns the request (train 0.80, held-out 0.72).
+        lora = LoraSettings(r=16, alpha=32, learning_rate=1e-3, epochs=5.0, min_steps=30, batch_size=4)
         return replace(cls(examples_per_tool=20, test_size=20, lora=lora), **overrides)
 
 
