@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx2
 
-from agentflux.proxy.protocol import Toolset
 from agentflux.proxy.hub import result_text
+from agentflux.proxy.protocol import Toolset
+from agentflux.trainer.chat import ChatClient
 from agentflux.trainer.collect import FixtureServer, StepRecord, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -36,24 +37,6 @@ Rules:
 Other tools exist too: {others}."""
 
 
-class Teacher:
-    def __init__(self, url: str, model: str, api_key: str | None) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.model = model
-        self.http = httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=300)
-
-    async def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.7, "max_tokens": 800}
-        if tools:
-            body["tools"] = tools
-        response = await self.http.post("/v1/chat/completions", json=body)
-        response.raise_for_status()
-        return response.json()["choices"][0]["message"]
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-
 def _openai_tools(toolset: Toolset) -> list[dict[str, Any]]:
     return [
         {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
@@ -69,7 +52,7 @@ def _requests(text: str, count: int) -> tuple[list[str], int]:
 
 
 async def teacher_trajectories(fixture: FixtureServer, toolset: Toolset, options: Any) -> tuple[list[Trajectory], Counter[str]]:
-    teacher = Teacher(options.teacher.url, options.teacher.model, options.teacher.api_key)
+    teacher = ChatClient(options.teacher.url, options.teacher.model, options.teacher.api_key)
     rejected: Counter[str] = Counter()
     trajectories: list[Trajectory] = []
     try:
@@ -97,7 +80,7 @@ async def teacher_trajectories(fixture: FixtureServer, toolset: Toolset, options
     return trajectories, rejected
 
 
-async def _solve(teacher: Teacher, fixture: FixtureServer, toolset: Toolset, request: str) -> Trajectory:
+async def _solve(teacher: ChatClient, fixture: FixtureServer, toolset: Toolset, request: str) -> Trajectory:
     """Let the teacher call tools until it answers; any invalid step rejects the trajectory."""
     fixture.reset()
     names = {tool.name for tool in toolset.tools}

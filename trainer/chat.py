@@ -1,0 +1,30 @@
+"""A minimal client for any OpenAI-compatible chat API (the teacher and the judge use it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+
+class ChatClient:
+    def __init__(self, url: str, model: str, api_key: str | None, *, temperature: float = 0.7, max_tokens: int = 800) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.http = httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=300)
+
+    async def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The assistant message of one completion; raises httpx2.HTTPError or KeyError."""
+        body: dict[str, Any] = {
+            "model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens,
+        }
+        if tools:
+            body["tools"] = tools
+        response = await self.http.post("/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
