@@ -100,6 +100,12 @@ class AdapterIndex:
                 return LoadedSet(manifest.fingerprint, folder, manifest)
         return None
 
+    def with_mode(self, mode: str) -> AdapterIndex:
+        """The same loaded adapters answering as `mode`: the benchmark compares systems on one backend."""
+        view = AdapterIndex(self.backend, self.store, self.base_id, mode, self.use_router)
+        view.sets, view.router = self.sets, self.router
+        return view
+
     # -- what answers each question --------------------------------------------------------
 
     def selector(self, server: str) -> str | None:

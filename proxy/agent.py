@@ -78,11 +78,14 @@ class Outcome:
 
 
 class Agent:
-    def __init__(self, backend: Backend, hub: Hub, adapters: AdapterIndex, fmt: ChatFormat) -> None:
+    def __init__(self, backend: Backend, hub: Hub, adapters: AdapterIndex, fmt: ChatFormat, route: bool = True) -> None:
         self.backend = backend
         self.hub = hub
         self.adapters = adapters
         self.fmt = fmt
+        # False: the routing ablation. No router; the toolsets are offered in registry order, and
+        # each selector decides whether its toolset has more to do.
+        self.route = route
 
     def toolsets(self) -> dict[str, Toolset]:
         """The ready servers, as the model sees them."""
@@ -169,13 +172,16 @@ class Agent:
         candidates = dict(toolsets)
         timings: dict[str, float] = {}
         while candidates:
-            await report(f"step {number}: choosing a toolset")
-            route = protocol.route_prompt(self.fmt, task, history, list(candidates.values()))
-            began = time.monotonic()
-            choice = route.answer(await self.backend.choose(route.text, route.continuations(), router))
-            timings["route"] = timings.get("route", 0.0) + _ms(began)
-            if choice == SUMMARIZE:
-                return None
+            if self.route:
+                await report(f"step {number}: choosing a toolset")
+                route = protocol.route_prompt(self.fmt, task, history, list(candidates.values()))
+                began = time.monotonic()
+                choice = route.answer(await self.backend.choose(route.text, route.continuations(), router))
+                timings["route"] = timings.get("route", 0.0) + _ms(began)
+                if choice == SUMMARIZE:
+                    return None
+            else:
+                choice = next(iter(candidates))
             await report(f"step {number}: choosing a tool of {choice}")
             select = protocol.select_prompt(self.fmt, task, history, candidates[choice])
             selector = self.adapters.selector(choice)
@@ -183,8 +189,9 @@ class Agent:
             tool_name = select.answer(await self.backend.choose(select.text, select.continuations(), selector))
             timings["select"] = timings.get("select", 0.0) + _ms(began)
             if tool_name != SUMMARIZE:
-                step = Step(number, choice, tool_name, adapters={"route": router, "select": selector}, timings_ms=timings)
-                step.zero_shot = [stage for stage, adapter in (("route", router), ("select", selector)) if adapter is None]
+                stages = {"route": router, "select": selector} if self.route else {"select": selector}
+                step = Step(number, choice, tool_name, adapters=stages, timings_ms=timings)
+                step.zero_shot = [stage for stage, adapter in stages.items() if adapter is None]
                 return step, candidates[choice], tool_name
             del candidates[choice]
         return None

@@ -287,4 +287,4 @@ def test_eval_compares_every_system_on_the_held_out_set(trained, tmp_path: Path)
     assert all(f"| {name} |" in table for name in SYSTEMS) and table in done.stdout
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = run_agentflux("eval", "--server", "nope", "--registry", str(registry), env=env)
-    assert missing.returncode == 1 and "no adapters for 'nope'" in missing.stderr
+    assert missing.returncode == 1 and "no server 'nope'" in missing.stderr

@@ -1,4 +1,4 @@
-"""`agentflux train` and `agentflux data synth`."""
+"""`agentflux train`, `agentflux eval` and `agentflux data synth`."""
 
 from __future__ import annotations
 
@@ -73,26 +73,67 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agentflux.trainer.pipeline import evaluate_server
+    from agentflux.trainer.pipeline import evaluate_server, results_dir
 
     registry = load_or_report(args.registry)
     if registry is None:
         return 2
-    try:
-        out = evaluate_server(registry, args.server, args.out)
-    except RuntimeError as exc:
-        print(f"agentflux eval: {exc}", file=sys.stderr)
+    if args.server not in registry.config.servers:
+        print(f"agentflux eval: no server {args.server!r} in {registry.path}", file=sys.stderr)
         return 1
-    print((out / "table.md").read_text(encoding="utf-8"))
-    print(f"results, provenance and chart in {out}")
-    return 0
+    if args.judge_url and not args.judge_model:
+        raise SystemExit("--judge-url needs --judge-model")
+    out = args.out or results_dir(args.server)
+    status = 0
+    if args.held_out:
+        try:
+            evaluate_server(registry, args.server, out)
+            print((out / "table.md").read_text(encoding="utf-8"))
+        except RuntimeError as exc:
+            print(f"agentflux eval: held-out set skipped: {exc}", file=sys.stderr)
+            status = 1
+    if args.tasks:
+        try:
+            print(_bench(args, registry, out))
+        except ValueError as exc:
+            print(f"agentflux eval: task benchmark skipped: {exc}", file=sys.stderr)
+            status = 1
+    print(f"results, provenance and charts in {out}")
+    return status
+
+
+def _bench(args: argparse.Namespace, registry, out: Path) -> str:
+    import anyio
+    from tqdm.auto import tqdm
+
+    from agentflux.trainer.bench import run_benchmark, write_bench
+    from agentflux.trainer.judge import Judge
+
+    judge = None
+    if args.judge_url:
+        judge = Judge(args.judge_url, args.judge_model, os.environ.get(args.judge_key_env) if args.judge_key_env else None)
+    with tqdm(desc=f"{args.server}: task benchmark", unit="run", disable=args.no_progress) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        async def main():
+            try:
+                return await run_benchmark(registry, args.server, args.tasks, args.seed, judge, on_progress=advance)
+            finally:
+                if judge is not None:
+                    await judge.aclose()
+
+        tasks, runs, provenance = anyio.run(main)
+    return write_bench(out, args.server, tasks, runs, provenance)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="the registry entry to train")
     add_registry_argument(parser)
     parser.add_argument("--mode", choices=("decoupled", "traditional", "both"), default="decoupled")
-    parser.add_argument("--examples-per-tool", type=int, help="requests synthesized per tool (default 40; 10 with --quick)")
+    parser.add_argument("--examples-per-tool", type=int, help="requests synthesized per tool (default 40; 20 with --quick)")
     parser.add_argument("--teacher-url", help="an OpenAI-compatible API that writes requests and solves them")
     parser.add_argument("--teacher-model", help="the teacher's model name, e.g. gpt-5-mini")
     parser.add_argument("--teacher-key-env", default="OPENAI_API_KEY", help="environment variable with its API key")
@@ -106,10 +147,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="synthesize data for a server and fine-tune its adapters")
     _common(train)
     train.set_defaults(handler=_train)
-    evaluation = commands.add_parser("eval", help="held-out accuracy of a server's adapters: base, traditional, decoupled, mixed")
+    evaluation = commands.add_parser(
+        "eval", help="a server's adapters against the base and the ablations: held-out set and task benchmark"
+    )
     evaluation.add_argument("--server", required=True, help="the registry entry to evaluate")
     add_registry_argument(evaluation)
     evaluation.add_argument("--out", type=Path, help="results folder (default: ~/.agentflux/results/<server>/<time>)")
+    evaluation.add_argument("--no-held-out", dest="held_out", action="store_false", help="skip the held-out test set")
+    evaluation.add_argument("--tasks", type=int, default=0,
+                            help="also run this many generated multi-step tasks, explicit and fuzzed (servers granted a folder)")
+    evaluation.add_argument("--seed", type=int, default=0, help="the task benchmark's workspace and tasks")
+    evaluation.add_argument("--judge-url", help="an OpenAI-compatible API that also scores ToolFit as an LLM judge")
+    evaluation.add_argument("--judge-model", help="the judge's model name")
+    evaluation.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable with its API key")
+    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluation.set_defaults(handler=_eval)
     group = command_group(commands, "data", "build and inspect training datasets")
     synth = group.add_parser("synth", help="synthesize and store a server's dataset without training")

@@ -51,9 +51,10 @@ class Trajectory:
 
 
 class FixtureServer:
-    """A registry server, started on the fixture workspace when it is granted a folder."""
+    """A registry server, started on the fixture workspace when it is granted a folder; with
+    `others`, the registry's other servers run beside it (the task benchmark routes among them)."""
 
-    def __init__(self, registry: Registry, server: str, seed: int) -> None:
+    def __init__(self, registry: Registry, server: str, seed: int, others: bool = False) -> None:
         self.registry = registry
         self.server = server
         self.seed = seed
@@ -68,7 +69,8 @@ class FixtureServer:
             self.env = build_workspace(self.pristine, seed)
             reset(self.workspace, self.pristine)
             entry = fixture_entry(entry, registry.base_dir, self.workspace)
-        config = registry.config.model_copy(update={"servers": {server: entry}})
+        servers = {**registry.config.servers, server: entry} if others else {server: entry}
+        config = registry.config.model_copy(update={"servers": servers})
         self.hub = Hub(Registry(registry.path, config))
 
     def reset(self) -> None:

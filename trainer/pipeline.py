@@ -154,6 +154,16 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
         dataset_hash=build.hash, counts=build.counts, agentflux_version=__version__,
         hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed},
     )
+    published = store.find(base_id, server, build.fingerprint)
+    if published and (published.dataset_hash, published.mode, published.hyperparameters) == (
+        manifest.dataset_hash, manifest.mode, manifest.hyperparameters
+    ):
+        # Training is seeded: the same data and settings would give the same adapters again.
+        logger.info("%s: adapters are up to date (same tools, data and settings); nothing to train", server)
+        _report(options, f"{server}: adapters up to date", 1, 1)
+        if settings.router == "adapter":
+            train_router(registry, options)
+        return store.directory(base_id, server, build.fingerprint)
     # (folder, description, examples) for every adapter this mode needs, built lazily.
     jobs: list[tuple[str, str, Callable[[], list]]] = []
     if options.mode in ("decoupled", "both"):
@@ -204,8 +214,6 @@ async def _evaluate_all(registry: Registry, folder: Path, manifest: Manifest, to
 def evaluate_server(registry: Registry, server: str, out: Path | None = None) -> Path:
     """`agentflux eval`: the newest adapters of `server` against the base and the ablations, on
     the held-out test set of the dataset they were trained on; returns the results folder."""
-    from datetime import UTC, datetime
-
     base = model_path(registry.config.model, registry.base_dir)
     base_id = base_model_id(base)
     store = AdapterStore()
@@ -228,8 +236,14 @@ def evaluate_server(registry: Registry, server: str, out: Path | None = None) ->
     record = {"base_model": base, "base_model_id": base_id, "adapters": str(folder), "fingerprint": manifest.fingerprint,
               "mode": manifest.mode, "dataset": str(path), "dataset_hash": manifest.dataset_hash, "seed": meta["seed"],
               "hyperparameters": manifest.hyperparameters, "agentflux_version": __version__}  # fmt: skip
-    out = out or agentflux_home() / "results" / server / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return write_results(out, server, results, record, len(tests))
+    return write_results(out or results_dir(server), server, results, record, len(tests))
+
+
+def results_dir(server: str) -> Path:
+    """Where `agentflux eval` writes by default: one folder per run."""
+    from datetime import UTC, datetime
+
+    return agentflux_home() / "results" / server / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 def train_router(registry: Registry, options: TrainOptions) -> Path | None:
@@ -243,7 +257,7 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
         toolsets.append(Toolset(server, registry.config.servers[server].description or "",
                                 tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])))
         trajectories[server] = data.load(path)["train"]
-        keys.append(f"{server}:{meta['fingerprint']}")
+        keys.append(f"{server}:{meta['fingerprint']}:{meta['hash']}")
     if not toolsets:
         return None
     fmt = chat_format(settings.chat_format)
@@ -252,6 +266,10 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
     store = AdapterStore()
     base_id = base_model_id(base)
     fingerprint = hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:16]
+    published = store.find(base_id, ROUTER, fingerprint)
+    if published and published.hyperparameters == options.lora.as_dict():
+        logger.info("router: up to date for %s", ", ".join(sorted(keys)))
+        return store.directory(base_id, ROUTER, fingerprint)
     staging = store.staging(base_id, ROUTER, fingerprint, fingerprint)
     train_adapter(base, routed, staging / "router", options.lora, description="router", progress=options.progress,
                   on_step=lambda done, total: _report(options, "router", done, total))

@@ -88,6 +88,19 @@ def build_workspace(root: Path, seed: int = 0) -> FixtureEnv:
     return env
 
 
+def scan_workspace(root: Path) -> FixtureEnv:
+    """A FixtureEnv for an existing folder (the demo writes tasks for examples/workspace)."""
+    env = FixtureEnv(root)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            try:
+                env.files[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                env.files[path.relative_to(root).as_posix()] = ""
+    env.dirs = ["."] + sorted(_ancestors(env.files))
+    return env
+
+
 def _ancestors(files: dict[str, str]) -> set[str]:
     found = set()
     for path in files:
