@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 
 from agentflux.proxy.protocol import Toolset
+from agentflux.registry.secrets import REDACTOR
 from agentflux.trainer.collect import StepRecord, Trajectory
 
 MAX_QUERY_CHARS = 600
@@ -96,12 +97,13 @@ def split(trajectories: list[Trajectory], seed: int, test_size: int) -> dict[str
 
 def to_rows(trajectories: list[Trajectory]) -> list[dict[str, Any]]:
     # Steps are stored as one JSON string: Arrow would otherwise merge every tool's argument
-    # keys into one struct and fill each row with nulls.
+    # keys into one struct and fill each row with nulls. A secret a server echoed back (its
+    # token in an error, say) is masked before anything reaches the disk.
     return [
         {
-            "query": t.query,
+            "query": REDACTOR.redact(t.query),
             "server": t.server,
-            "steps": json.dumps([s.__dict__ for s in t.steps], ensure_ascii=False),
+            "steps": REDACTOR.redact(json.dumps([s.__dict__ for s in t.steps], ensure_ascii=False)),
             "kind": t.kind,
             "style": t.style,
             "source": t.source,
