@@ -23,6 +23,7 @@ from agentflux.proxy.server import ProxyServer
 from agentflux.registry.loader import load_registry
 from agentflux.registry.store import AdapterStore
 from agentflux.trainer import data
+from agentflux.trainer.examples import combine
 
 from conftest import PYTHON, ROOT
 
@@ -87,19 +88,28 @@ async def test_multi_step_filesystem_tasks_run_stage_by_stage_with_trained_adapt
                 assert step["arguments"] is not None or step["is_error"]
 
 
-async def test_a_task_over_two_toolsets_is_routed_by_the_trained_router(trained, tmp_path: Path) -> None:
+async def test_tasks_over_two_toolsets_are_routed_to_both(trained, tmp_path: Path) -> None:
+    """Requests from the router's training distribution that join a filesystem request and a
+    time request (either order): every step is answered by the trained router and the chosen
+    toolset's adapters, and the router hands over from one toolset to the other."""
     home = trained["home"][0]
     (time_path,) = [p for p in (home / "datasets/time").iterdir() if not p.name.endswith(".partial")]
-    clock = data.load(time_path)["train"][0]
-    files = train_queries(trained, "single")[0]
-    task = files.query.rstrip(" .?!") + ", then " + clock.query[:1].lower() + clock.query[1:]
+    clocks = data.load(time_path)["train"][:4]
+    files = train_queries(trained, "single")[:4]
+    tasks = [combine(f, c).query for f, c in zip(files, clocks)] + [combine(c, f).query for f, c in zip(files, clocks)]
     async with agentflux(trained, tmp_path) as (proxy, client):
         router = proxy.runtime.adapters.router_adapter()
         assert router is not None and "_router@" in router
-        result = await client.call_tool("do_task", {"task": task, "max_steps": 4})
-        for step in result.structured_content["steps"]:
-            assert step["adapters"]["route"] == router and step["toolset"] in ("filesystem", "time")
-            assert step["adapters"]["select"] == proxy.runtime.adapters.selector(step["toolset"])
+        both = 0
+        for task in tasks:
+            result = await client.call_tool("do_task", {"task": task, "max_steps": 4})
+            steps = steps_of(result)
+            for step in steps:
+                assert step["adapters"]["route"] == router and step["toolset"] in ("filesystem", "time")
+                assert step["adapters"]["select"] == proxy.runtime.adapters.selector(step["toolset"])
+            both += {step["toolset"] for step in steps} == {"filesystem", "time"}
+        print(f"{both} of {len(tasks)} two-toolset tasks used both toolsets")
+        assert both >= 1
 
 
 async def test_untrained_toolsets_run_zero_shot_and_say_so(trained, tmp_path: Path) -> None:
