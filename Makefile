@@ -34,10 +34,10 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(BIN)/agentflux node_modules/.installed $(VOCAB)/vocab.gguf .cache/tiny-model/config.json
 
-# The main job: check the example servers, then drive `agentflux serve` over stdio as a host would.
+# The main job: train the example filesystem and time servers (cached after the first run), drive
+# `agentflux serve` over stdio as a host would, and print the ablation tables (examples/demo.py).
 demo: setup
-	$(BIN)/agentflux registry check examples/registry.yaml || true
-	$(BIN)/python examples/demo_client.py --registry examples/registry.yaml
+	$(BIN)/python examples/demo.py
 
 # Serve the example registry over stdio (what Claude Desktop runs).
 serve: setup
