@@ -58,6 +58,8 @@ class TrainOptions:
     seed: int = 0
     teacher: TeacherSettings | None = None
     lora: LoraSettings = LoraSettings()
+    # Decoupling lets each half have its own schedule: None trains argument adapters like the rest.
+    arguments_learning_rate: float | None = None
     evaluate: bool = True
     progress: bool = True
     on_progress: Progress | None = None
@@ -66,9 +68,11 @@ class TrainOptions:
     def quick(cls, **overrides: Any) -> TrainOptions:
         """Minutes on a CPU with the tiny model: fewer examples, a small test set, a short schedule."""
         # rsLoRA scales updates by alpha/sqrt(r) = 8: at 5e-3 the router only learned the class prior
-        # (train accuracy 0.44); at 1e-3 it learns the request (train 0.80, held-out 0.72).
+        # (train accuracy 0.44); at 1e-3 it learns the request (train 0.80, held-out 0.72). Argument
+        # adapters, with a few dozen steps each, still need 5e-3 to write well-formed values.
         lora = LoraSettings(r=16, alpha=32, learning_rate=1e-3, epochs=5.0, min_steps=30, batch_size=4)
-        return replace(cls(examples_per_tool=20, test_size=20, lora=lora), **overrides)
+        quick = cls(examples_per_tool=20, test_size=20, lora=lora, arguments_learning_rate=5e-3)
+        return replace(quick, **overrides)
 
 
 @dataclass
@@ -152,7 +156,8 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
     manifest = Manifest(
         server=server, fingerprint=build.fingerprint, base_model=base, base_model_id=base_id, mode=options.mode,
         dataset_hash=build.hash, counts=build.counts, agentflux_version=__version__,
-        hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed},
+        hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed,
+                                                  "arguments_learning_rate": options.arguments_learning_rate},
     )
     published = store.find(base_id, server, build.fingerprint)
     if published and (published.dataset_hash, published.mode, published.hyperparameters) == (
@@ -164,29 +169,30 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
         if settings.router == "adapter":
             train_router(registry, options)
         return store.directory(base_id, server, build.fingerprint)
-    # (folder, description, examples) for every adapter this mode needs, built lazily.
-    jobs: list[tuple[str, str, Callable[[], list]]] = []
+    # (folder, description, examples, settings) for every adapter this mode needs, examples built lazily.
+    jobs: list[tuple[str, str, Callable[[], list], LoraSettings]] = []
+    arguments_lora = replace(options.lora, learning_rate=options.arguments_learning_rate or options.lora.learning_rate)
     if options.mode in ("decoupled", "both"):
         foreign = [t for other, (path, _) in _datasets(registry, exclude=server).items() for t in data.load(path)["train"]]
         jobs.append(("selector", f"{server} selector",
-                     lambda: examples.selector_examples(fmt, build.toolset, train, tokenizer, foreign)))
+                     lambda: examples.selector_examples(fmt, build.toolset, train, tokenizer, foreign), options.lora))
         manifest.selector = "selector"
         for tool, items in sorted(examples.argument_examples(fmt, build.toolset, train, tokenizer).items()):
             folder = f"tools/{_folder(tool)}"
-            jobs.append((folder, f"{server}.{tool} arguments", lambda items=items: items))
+            jobs.append((folder, f"{server}.{tool} arguments", lambda items=items: items, arguments_lora))
             manifest.tools[tool] = folder
     if options.mode in ("traditional", "both"):
         jobs.append(("traditional", f"{server} traditional",
-                     lambda: examples.traditional_examples(fmt, build.toolset, train, tokenizer)))
+                     lambda: examples.traditional_examples(fmt, build.toolset, train, tokenizer), options.lora))
         manifest.traditional = "traditional"
-    for number, (folder, description, build_examples) in enumerate(jobs, 1):
+    for number, (folder, description, build_examples, lora) in enumerate(jobs, 1):
         target = staging / folder
         if target.exists():
             logger.info("%s: kept from an interrupted run on the same data", description)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         stage = f"adapter {number}/{len(jobs)}: {description}"
-        train_adapter(base, examples.tokenized(tokenizer, build_examples()), target, options.lora, description=description,
+        train_adapter(base, examples.tokenized(tokenizer, build_examples()), target, lora, description=description,
                       progress=options.progress, on_step=lambda done, total: _report(options, stage, done, total))
     if options.evaluate and build.splits["test"]:
         _report(options, f"{server}: evaluating on {len(build.splits['test'])} held-out tasks", 0, 1)
