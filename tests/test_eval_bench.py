@@ -14,9 +14,11 @@ from agentflux.proxy.hub import result_text
 from agentflux.proxy.protocol import Tool
 from agentflux.registry.loader import load_registry
 from agentflux.trainer.bench import SYSTEMS, exact_toolfit, score, snapshot, summarize_runs, workspace_listing
+from agentflux.trainer.chat import ChatClient
 from agentflux.trainer.collect import FixtureServer
 from agentflux.trainer.judge import Judge, parse_verdict
-from agentflux.trainer.tasks import STYLES, TEMPLATES, generate_tasks
+from agentflux.trainer.tasks import STYLES, TEMPLATES, fuzz_rejection, generate_tasks
+from agentflux.trainer.teacher import fuzz_tasks
 
 from conftest import filesystem_entry, run_agentflux, write_registry
 
@@ -121,6 +123,22 @@ def test_eval_runs_the_task_benchmark_for_every_system(trained, tmp_path: Path) 
     assert summary["toolfit"] == sum(r["toolfit"] for r in runs if (r["system"], r["style"]) == ("decoupled", "fuzzed")) / 2
 
 
+def test_teacher_rewrites_of_fuzzed_requests_are_validated(tmp_path: Path) -> None:
+    from agentflux.trainer.workspace import build_workspace
+
+    task = generate_tasks(build_workspace(tmp_path / "w", seed=0), set(TOOL_NAMES), 1, seed=0)[0]
+    folder, path = (arguments["path"] for _, arguments in task.solution)
+    good = f"I keep things under {folder}; could you show me what is there and what {path} says?"
+    assert fuzz_rejection(task, good, set(TOOL_NAMES)) is None
+    for text, reason in [
+        ("", "empty"),
+        (good + "\n1. list_directory", "not one paragraph"),
+        (good.replace("show me what is there", "list_directory it"), "names a tool"),
+        (good.replace(path, "the config"), "lost a path"),
+    ]:
+        assert reason in fuzz_rejection(task, text, set(TOOL_NAMES)), text
+
+
 def test_judge_answers_are_parsed_strictly() -> None:
     assert parse_verdict('{"requirements": [{"requirement": "a", "satisfied": true}], "coverage": 100, "score": 10}').score == 10
     for answer, error in [
@@ -156,6 +174,17 @@ async def test_judge_over_a_real_openai_compatible_server(vllm_server: str, tmp_
                 runs.append(run)
     finally:
         await judge.aclose()
+        # The same server as a teacher that rewrites the fuzzed requests: the tiny model's
+        # rewrites fail validation and are counted; the template's requests stay.
+        tasks = generate_tasks(fixture.env, {t.name for t in listed}, 3, seed=0)
+        teacher = ChatClient(vllm_server, "tiny", None, max_tokens=120)
+        try:
+            fuzzed, rejected = await fuzz_tasks(teacher, tasks, {t.name for t in listed})
+        finally:
+            await teacher.aclose()
+    kept = [old for old, new in zip(tasks, fuzzed) if new == old]
+    assert len(fuzzed) == len(tasks) and sum(rejected.values()) == len(kept)
+    assert all(new.explicit == old.explicit and new.requirements == old.requirements for old, new in zip(tasks, fuzzed))
     failures = [run for run in runs if run.judge is None]
     assert all(run.judge_error for run in failures) and all(0 <= run.judge <= 10 for run in runs if run.judge is not None)
     summary = summarize_runs(runs)["reference / fuzzed"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +40,10 @@ from agentflux.proxy.protocol import Tool, chat_format
 from agentflux.registry.loader import Registry
 from agentflux.registry.secrets import REDACTOR
 from agentflux.registry.store import AdapterStore, base_model_id
+from agentflux.trainer.chat import ChatClient
 from agentflux.trainer.collect import FixtureServer
 from agentflux.trainer.judge import Judge
+from agentflux.trainer.teacher import fuzz_tasks
 from agentflux.trainer.tasks import STYLES, Task, generate_tasks
 
 logger = logging.getLogger(__name__)
@@ -132,6 +135,7 @@ async def run_benchmark(
     count: int,
     seed: int = 0,
     judge: Judge | None = None,
+    teacher: ChatClient | None = None,
     systems: Sequence[str] = tuple(SYSTEMS),
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Task], list[TaskRun], dict[str, Any]]:
@@ -144,6 +148,9 @@ async def run_benchmark(
     env, workspace = fixture.env, fixture.workspace
     async with fixture.running() as listed:
         tasks = generate_tasks(env, {tool.name for tool in listed}, count, seed)
+        fuzz_rejected: Counter[str] = Counter()
+        if teacher is not None:
+            tasks, fuzz_rejected = await fuzz_tasks(teacher, tasks, {tool.name for tool in listed})
         backend = await anyio.to_thread.run_sync(create_backend, settings, registry.base_dir)
         try:
             trained = AdapterIndex(backend, AdapterStore(), base_model_id(base), "decoupled", settings.router == "adapter")
@@ -186,6 +193,7 @@ async def run_benchmark(
                 "dataset_hash": loaded.manifest.dataset_hash if loaded else None,
                 "router": str(trained.router.folder) if trained.router else None,
                 "budget": asdict(BUDGET), "judge": judge.client.model if judge else None,
+                "fuzzed_by": teacher.model if teacher else "templates", "fuzz_rejected": dict(fuzz_rejected),
             }  # fmt: skip
         finally:
             await backend.aclose()

@@ -107,11 +107,17 @@ def _bench(args: argparse.Namespace, registry, out: Path) -> str:
     from tqdm.auto import tqdm
 
     from agentflux.trainer.bench import run_benchmark, write_bench
+    from agentflux.trainer.chat import ChatClient
     from agentflux.trainer.judge import Judge
 
-    judge = None
+    judge = teacher = None
     if args.judge_url:
         judge = Judge(args.judge_url, args.judge_model, os.environ.get(args.judge_key_env) if args.judge_key_env else None)
+    if args.teacher_url:
+        if not args.teacher_model:
+            raise SystemExit("--teacher-url needs --teacher-model")
+        key = os.environ.get(args.teacher_key_env) if args.teacher_key_env else None
+        teacher = ChatClient(args.teacher_url, args.teacher_model, key)
     with tqdm(desc=f"{args.server}: task benchmark", unit="run", disable=args.no_progress) as bar:
 
         def advance(done: int, total: int) -> None:
@@ -120,10 +126,11 @@ def _bench(args: argparse.Namespace, registry, out: Path) -> str:
 
         async def main():
             try:
-                return await run_benchmark(registry, args.server, args.tasks, args.seed, judge, on_progress=advance)
+                return await run_benchmark(registry, args.server, args.tasks, args.seed, judge, teacher, on_progress=advance)
             finally:
-                if judge is not None:
-                    await judge.aclose()
+                for client in (judge, teacher):
+                    if client is not None:
+                        await client.aclose()
 
         tasks, runs, provenance = anyio.run(main)
     return write_bench(out, args.server, tasks, runs, provenance)
@@ -157,6 +164,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--tasks", type=int, default=0,
                             help="also run this many generated multi-step tasks, explicit and fuzzed (servers granted a folder)")
     evaluation.add_argument("--seed", type=int, default=0, help="the task benchmark's workspace and tasks")
+    evaluation.add_argument("--teacher-url", help="an OpenAI-compatible API that rewrites the fuzzed requests (appendix C)")
+    evaluation.add_argument("--teacher-model", help="the teacher's model name")
+    evaluation.add_argument("--teacher-key-env", default="OPENAI_API_KEY", help="environment variable with its API key")
     evaluation.add_argument("--judge-url", help="an OpenAI-compatible API that also scores ToolFit as an LLM judge")
     evaluation.add_argument("--judge-model", help="the judge's model name")
     evaluation.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable with its API key")

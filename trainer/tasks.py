@@ -13,7 +13,9 @@ e.g. a listed name, a file's first line, its exact size) and what the workspace 
 afterwards (the files a task writes). ToolFit is then computed exactly, without a judge.
 
 Only tasks whose tools the server offers are generated, so a read-only allow-list gets
-read-only tasks.
+read-only tasks. With a teacher configured, the teacher rewrites the fuzzed requests
+(teacher.fuzz_tasks, with FUZZ_RULES below); a rewrite that names a tool, loses a path or is
+not one paragraph is rejected and counted, and the template's request stays.
 """
 
 from __future__ import annotations
@@ -155,3 +157,28 @@ def generate_tasks(env: FixtureEnv, tools: set[str], count: int, seed: int) -> l
         raise ValueError(f"no benchmark task can be written with the tools {sorted(tools)}")
     rng = random.Random(seed)
     return [TEMPLATES[kinds[n % len(kinds)]][1](rng, env, n) for n in range(count)]
+
+
+FUZZ_RULES = """Rewrite the task below as the message a real user would send to an AI assistant that can use file tools.
+Rules:
+- One paragraph in a natural, conversational tone: a need and its context, not a procedure.
+- Keep every path, file name, pattern and number exactly as written.
+- Never name a tool, never number or list the steps.
+- Answer with the message only: no quotes, no preface.
+
+Task:
+{task}"""
+
+
+def fuzz_rejection(task: Task, text: str, tool_names: set[str]) -> str | None:
+    """Why a teacher's rewrite cannot stand in for the task's fuzzed request (None: it can)."""
+    if not text or len(text) > 1200:
+        return "fuzzed request empty or too long"
+    if "\n" in text.strip():
+        return "fuzzed request is not one paragraph"
+    if any(name in text for name in tool_names):
+        return "fuzzed request names a tool"
+    paths = {str(arguments.get("path")) for _, arguments in task.solution if arguments.get("path")}
+    if not all(path in text for path in paths):
+        return "fuzzed request lost a path"
+    return None

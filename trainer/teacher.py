@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import httpx2
@@ -21,6 +22,7 @@ from agentflux.proxy.hub import result_text
 from agentflux.proxy.protocol import Toolset
 from agentflux.trainer.chat import ChatClient
 from agentflux.trainer.collect import FixtureServer, StepRecord, Trajectory
+from agentflux.trainer.tasks import FUZZ_RULES, Task, fuzz_rejection
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,26 @@ Rules:
 - Include concrete numbers where they fit ("the first 10 lines", "image1.png", "10 MB").
 - English only.
 Other tools exist too: {others}."""
+
+
+async def fuzz_tasks(teacher: ChatClient, tasks: list[Task], tool_names: set[str]) -> tuple[list[Task], Counter[str]]:
+    """The benchmark's fuzzed requests rewritten by the teacher (the paper's appendix C); a
+    rewrite that names a tool, drops a path or is not one paragraph keeps the template's, counted."""
+    rewritten, rejected = [], Counter[str]()
+    for task in tasks:
+        try:
+            reply = await teacher.chat([{"role": "user", "content": FUZZ_RULES.format(task=task.explicit)}])
+            text = (reply.get("content") or "").strip().strip('"')
+            reason = fuzz_rejection(task, text, tool_names)
+        except (httpx2.HTTPError, KeyError, ValueError) as exc:
+            text, reason = "", "teacher request failed"
+            logger.warning("teacher failed to fuzz %s: %s", task.id, exc)
+        if reason:
+            rejected[reason] += 1
+            rewritten.append(task)
+        else:
+            rewritten.append(replace(task, fuzzed=text))
+    return rewritten, rejected
 
 
 def _openai_tools(toolset: Toolset) -> list[dict[str, Any]]:
