@@ -194,3 +194,17 @@ async def test_judge_over_a_real_openai_compatible_server(vllm_server: str, tmp_
     verdict = await offline.grade("x", "", [], [])
     await offline.aclose()
     assert verdict.score is None and "could not be asked" in verdict.error
+
+
+def test_training_and_benchmarks_never_give_a_server_network(tmp_path: Path) -> None:
+    """Synthesized calls must not reach a user's real service: every sandboxed server runs with
+    no network however the registry grants it, and a remote server's tools are never called."""
+    networked = {"command": "mcp-server-time", "sandbox": {"network": "host"}}
+    remote = {"url": "https://example.com/mcp"}
+    registry = load_registry(write_registry(tmp_path, {"clock": networked, "api": remote, "files": filesystem_entry(tmp_path)}))
+    fixture = FixtureServer(registry, "clock", seed=0, others=True)
+    assert {name: e.sandbox.network for name, e in fixture.hub.registry.config.servers.items()} == {
+        "clock": "none", "api": "none", "files": "none"
+    }
+    assert registry.config.servers["clock"].sandbox.network == "host"  # the user's registry is untouched
+    assert not fixture.remote and FixtureServer(registry, "api", seed=0).remote

@@ -2,9 +2,11 @@
 
 The server runs exactly as in production (through the hub and its sandbox), except that a
 folder it is granted read-write is swapped for a copy of the fixture workspace, reset before
-every plan. Servers that cannot act here (Notion or monday.com without network) are detected
-by their first calls all failing; their plans are then kept as single-step examples from the
-discovered schemas, marked unexecuted.
+every plan, and with no network whatever the registry grants: synthesized calls never reach a
+real service (a remote server's tools are listed but never called). Servers that cannot act
+then (Notion, monday.com) are detected by their first calls all failing; their plans, like a
+remote server's, are kept as single-step examples from the discovered schemas, marked
+unexecuted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import mcp.types as types
 
 from agentflux.proxy.hub import Health, Hub, result_text, running_hub
 from agentflux.registry.loader import Registry
+from agentflux.registry.schema import ServerEntry
 from agentflux.trainer.synth import Plan
 from agentflux.trainer.workspace import FixtureEnv, build_workspace, fixture_entry, granted_folders, reset
 
@@ -50,6 +53,14 @@ class Trajectory:
     rejected: str | None = None
 
 
+def offline(entry: ServerEntry) -> ServerEntry:
+    """The entry without network: synthesized calls must never reach a real service (a user's
+    Notion or monday.com workspace) while training or benchmarking."""
+    if entry.sandbox.network == "none":
+        return entry
+    return entry.model_copy(update={"sandbox": entry.sandbox.model_copy(update={"network": "none"})})
+
+
 class FixtureServer:
     """A registry server, started on the fixture workspace when it is granted a folder; with
     `others`, the registry's other servers run beside it (the task benchmark routes among them)."""
@@ -61,6 +72,8 @@ class FixtureServer:
         self._scratch = tempfile.TemporaryDirectory(prefix="agentflux-fixture-")
         root = Path(self._scratch.name)
         entry = registry.config.servers[server]
+        # A remote server cannot be cut off from its service: its tools are listed, never called.
+        self.remote = entry.url is not None
         self.env: FixtureEnv | None = None
         self.pristine: Path | None = None
         self.workspace: Path | None = None
@@ -70,7 +83,7 @@ class FixtureServer:
             reset(self.workspace, self.pristine)
             entry = fixture_entry(entry, registry.base_dir, self.workspace)
         servers = {**registry.config.servers, server: entry} if others else {server: entry}
-        config = registry.config.model_copy(update={"servers": servers})
+        config = registry.config.model_copy(update={"servers": {name: offline(e) for name, e in servers.items()}})
         self.hub = Hub(Registry(registry.path, config))
 
     def reset(self) -> None:
@@ -96,7 +109,7 @@ async def collect(
 ) -> list[Trajectory]:
     """Run every plan on the running fixture server; failed ones come back marked rejected."""
     trajectories: list[Trajectory] = []
-    executable = True
+    executable = not fixture.remote
     for index, plan in enumerate(plans):
         if executable:
             trajectories.append(await _execute(fixture, plan))
