@@ -68,6 +68,15 @@ def demo_registry(source: Path) -> Path:
 
 
 def train(registry: Path, env: dict[str, str]) -> None:
+    # Every server's data first: each selector also learns from the other toolset's requests
+    # (tasks that span both), and the adapters then stay up to date on a re-run.
+    for server in SERVERS:
+        if not (Path(env["AGENTFLUX_HOME"]) / "datasets" / server).exists():
+            banner(f"synthesizing and executing {server}'s training data")
+            command = [sys.executable, "-m", "agentflux.proxy", "data", "synth", "--server", server, "--registry",
+                       str(registry), "--quick", "--show", "2"]  # fmt: skip
+            if subprocess.run(command, env=env).returncode != 0:
+                raise SystemExit(f"synthesizing {server}'s data failed; see the messages above")
     for server in SERVERS:
         banner(f"training {server} (quick, decoupled + traditional; cached after the first run)")
         started = time.monotonic()

@@ -75,6 +75,7 @@ class Manifest(BaseModel):
     traditional: str | None = None
     toolsets: list[str] = Field(default_factory=list, description="router only: the toolsets it routes between")
     dataset_hash: str
+    inputs: str | None = Field(default=None, description="hash of everything training read; the same means up to date")
     counts: dict[str, int] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

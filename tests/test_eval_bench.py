@@ -135,6 +135,7 @@ def test_teacher_rewrites_of_fuzzed_requests_are_validated(tmp_path: Path) -> No
         (good + "\n1. list_directory", "not one paragraph"),
         (good.replace("show me what is there", "list_directory it"), "names a tool"),
         (good.replace(path, "the config"), "lost a path"),
+        (good.replace(folder, "my folder"), "lost a path"),
     ]:
         assert reason in fuzz_rejection(task, text, set(TOOL_NAMES)), text
 
@@ -172,16 +173,16 @@ async def test_judge_over_a_real_openai_compatible_server(vllm_server: str, tmp_
                 verdict = await judge.grade(task.fuzzed, workspace_listing(fixture.workspace), tools, run.calls)
                 run.judge, run.judge_error = verdict.score, verdict.error
                 runs.append(run)
+            # The same server as a teacher that rewrites the fuzzed requests: the tiny model's
+            # rewrites fail validation and are counted; the template's requests stay.
+            tasks = generate_tasks(fixture.env, {t.name for t in listed}, 3, seed=0)
+            teacher = ChatClient(vllm_server, "tiny", None, max_tokens=120)
+            try:
+                fuzzed, rejected = await fuzz_tasks(teacher, tasks, {t.name for t in listed})
+            finally:
+                await teacher.aclose()
     finally:
         await judge.aclose()
-        # The same server as a teacher that rewrites the fuzzed requests: the tiny model's
-        # rewrites fail validation and are counted; the template's requests stay.
-        tasks = generate_tasks(fixture.env, {t.name for t in listed}, 3, seed=0)
-        teacher = ChatClient(vllm_server, "tiny", None, max_tokens=120)
-        try:
-            fuzzed, rejected = await fuzz_tasks(teacher, tasks, {t.name for t in listed})
-        finally:
-            await teacher.aclose()
     kept = [old for old, new in zip(tasks, fuzzed) if new == old]
     assert len(fuzzed) == len(tasks) and sum(rejected.values()) == len(kept)
     assert all(new.explicit == old.explicit and new.requirements == old.requirements for old, new in zip(tasks, fuzzed))
@@ -196,15 +197,16 @@ async def test_judge_over_a_real_openai_compatible_server(vllm_server: str, tmp_
     assert verdict.score is None and "could not be asked" in verdict.error
 
 
-def test_training_and_benchmarks_never_give_a_server_network(tmp_path: Path) -> None:
+def test_training_and_benchmarks_never_reach_real_services_or_folders(tmp_path: Path) -> None:
     """Synthesized calls must not reach a user's real service: every sandboxed server runs with
     no network however the registry grants it, and a remote server's tools are never called."""
     networked = {"command": "mcp-server-time", "sandbox": {"network": "host"}}
     remote = {"url": "https://example.com/mcp"}
     registry = load_registry(write_registry(tmp_path, {"clock": networked, "api": remote, "files": filesystem_entry(tmp_path)}))
     fixture = FixtureServer(registry, "clock", seed=0, others=True)
-    assert {name: e.sandbox.network for name, e in fixture.hub.registry.config.servers.items()} == {
-        "clock": "none", "api": "none", "files": "none"
-    }
+    servers = fixture.hub.registry.config.servers
+    assert list(servers) == ["clock", "files"]  # the remote one stays out of a benchmark
+    assert {name: e.sandbox.network for name, e in servers.items()} == {"clock": "none", "files": "none"}
+    assert [m.mode for m in servers["files"].sandbox.mounts] == ["ro"]  # the user's folder cannot change
     assert registry.config.servers["clock"].sandbox.network == "host"  # the user's registry is untouched
     assert not fixture.remote and FixtureServer(registry, "api", seed=0).remote

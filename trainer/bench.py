@@ -57,7 +57,7 @@ SYSTEMS: dict[str, tuple[str | None, bool]] = {
 }
 # Hosts' 60 s limit does not apply here; the summary is not scored (ToolFit ignores it).
 BUDGET = Budget(max_steps=6, timeout_s=300.0, summary_tokens=8)
-OUTPUT_CHARS = 600  # of each tool output kept in the results file
+OUTPUT_CHARS = 600  # of each tool output kept in bench.json (scoring and the judge see it whole)
 
 
 @dataclass
@@ -100,8 +100,8 @@ def exact_toolfit(task: Task, outputs: Sequence[str]) -> int:
 
 def _calls(outcome: Outcome) -> list[dict[str, Any]]:
     return [
-        {"toolset": step.toolset, "tool": step.tool, "arguments": step.arguments or {}, "is_error": step.is_error,
-         "output": REDACTOR.redact(step.observation), "adapters": step.adapters}
+        {"toolset": step.toolset, "tool": step.tool, "arguments": json.loads(REDACTOR.redact(json.dumps(step.arguments or {}))),
+         "is_error": step.is_error, "output": REDACTOR.redact(step.observation), "adapters": step.adapters}
         for step in outcome.steps
     ]  # fmt: skip
 
@@ -111,8 +111,6 @@ def score(task: Task, style: str, system: str, outcome: Outcome, before: dict, a
     executed = bool(calls) and not any(call["is_error"] for call in calls)
     end_state = after == expected_state(before, task)
     fit = exact_toolfit(task, [call["output"] for call in calls if not call["is_error"]])
-    for call in calls:
-        call["output"] = call["output"][:OUTPUT_CHARS]
     return TaskRun(task.id, style, system, len(outcome.steps), outcome.stopped, executed, end_state, fit,
                    fit == 10 and end_state, calls)  # fmt: skip
 
@@ -178,11 +176,11 @@ async def run_benchmark(
                 for task in tasks:
                     for style in STYLES:
                         fixture.reset()
-                        before = snapshot(workspace)
+                        before, listing = snapshot(workspace), workspace_listing(workspace)
                         outcome = await agent.run(task.request(style), BUDGET, _no_report)
                         run = score(task, style, name, outcome, before, snapshot(workspace))
-                        if judge is not None:
-                            verdict = await judge.grade(task.request(style), workspace_listing(workspace), tools, run.calls)
+                        if judge is not None:  # the true state: the workspace as the task found it
+                            verdict = await judge.grade(task.request(style), listing, tools, run.calls)
                             run.judge, run.judge_error = verdict.score, verdict.error
                         runs.append(run)
                         if on_progress:
@@ -253,6 +251,15 @@ def plot(server: str, summary: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def _stored(run: TaskRun) -> dict[str, Any]:
+    """A run as bench.json keeps it: tool outputs cut to OUTPUT_CHARS, and marked where cut."""
+    stored = asdict(run)
+    for call in stored["calls"]:
+        if len(call["output"]) > OUTPUT_CHARS:
+            call["output"] = call["output"][:OUTPUT_CHARS] + f"[... {len(call['output'])} characters in all]"
+    return stored
+
+
 def write_bench(out: Path, server: str, tasks: Sequence[Task], runs: Sequence[TaskRun], provenance: dict[str, Any]) -> str:
     """bench.json (tasks, every run, provenance), bench.md and toolfit.png in `out`; returns the table."""
     out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +268,7 @@ def write_bench(out: Path, server: str, tasks: Sequence[Task], runs: Sequence[Ta
         "server": server,
         "summary": summary,
         "tasks": [asdict(task) for task in tasks],
-        "runs": [asdict(run) for run in runs],
+        "runs": [_stored(run) for run in runs],
     }
     (out / "bench.json").write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
     table = markdown_table(server, summary)

@@ -83,6 +83,10 @@ def _eval(args: argparse.Namespace) -> int:
         return 1
     if args.judge_url and not args.judge_model:
         raise SystemExit("--judge-url needs --judge-model")
+    if args.teacher_url and not args.teacher_model:
+        raise SystemExit("--teacher-url needs --teacher-model")
+    if not args.tasks and (args.judge_url or args.teacher_url or not args.held_out):
+        raise SystemExit("--judge-url, --teacher-url and --no-held-out apply to the task benchmark: add --tasks N")
     out = args.out or results_dir(args.server)
     status = 0
     if args.held_out:
@@ -95,7 +99,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.tasks:
         try:
             print(_bench(args, registry, out))
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # no folder to act on, no usable tools, a server that did not start
             print(f"agentflux eval: task benchmark skipped: {exc}", file=sys.stderr)
             status = 1
     print(f"results, provenance and charts in {out}")
@@ -114,8 +118,6 @@ def _bench(args: argparse.Namespace, registry, out: Path) -> str:
     if args.judge_url:
         judge = Judge(args.judge_url, args.judge_model, os.environ.get(args.judge_key_env) if args.judge_key_env else None)
     if args.teacher_url:
-        if not args.teacher_model:
-            raise SystemExit("--teacher-url needs --teacher-model")
         key = os.environ.get(args.teacher_key_env) if args.teacher_key_env else None
         teacher = ChatClient(args.teacher_url, args.teacher_model, key)
     with tqdm(desc=f"{args.server}: task benchmark", unit="run", disable=args.no_progress) as bar:

@@ -61,6 +61,11 @@ def offline(entry: ServerEntry) -> ServerEntry:
     return entry.model_copy(update={"sandbox": entry.sandbox.model_copy(update={"network": "none"})})
 
 
+def read_only(entry: ServerEntry) -> ServerEntry:
+    mounts = [mount.model_copy(update={"mode": "ro"}) for mount in entry.sandbox.mounts]
+    return entry.model_copy(update={"sandbox": entry.sandbox.model_copy(update={"mounts": mounts})})
+
+
 class FixtureServer:
     """A registry server, started on the fixture workspace when it is granted a folder; with
     `others`, the registry's other servers run beside it (the task benchmark routes among them)."""
@@ -82,7 +87,11 @@ class FixtureServer:
             self.env = build_workspace(self.pristine, seed)
             reset(self.workspace, self.pristine)
             entry = fixture_entry(entry, registry.base_dir, self.workspace)
-        servers = {**registry.config.servers, server: entry} if others else {server: entry}
+        servers = {server: entry}
+        if others:
+            # Beside it, the other local servers with read-only grants: the agent may call them, and
+            # must change nothing of the user's. Remote servers cannot be held back, so they stay out.
+            servers = {name: read_only(e) for name, e in registry.config.servers.items() if e.url is None} | servers
         config = registry.config.model_copy(update={"servers": {name: offline(e) for name, e in servers.items()}})
         self.hub = Hub(Registry(registry.path, config))
 

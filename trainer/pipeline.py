@@ -132,6 +132,25 @@ async def build_dataset(registry: Registry, server: str, options: TrainOptions) 
     return DatasetBuild(toolset, fingerprint, splits, rejected, path, digest, counts)
 
 
+async def _discover(registry: Registry, server: str, seed: int) -> str:
+    """The fingerprint of the tools the server lists now."""
+    async with FixtureServer(registry, server, seed).running() as tools:
+        return tool_fingerprint([t.model_dump() for t in tools])
+
+
+def training_inputs(registry: Registry, server: str, fingerprint: str, options: TrainOptions) -> str:
+    """A hash of everything a training run reads: equal hashes give equal adapters."""
+    teacher = options.teacher and (options.teacher.url, options.teacher.model)
+    others = sorted((name, meta["fingerprint"]) for name, (_, meta) in _datasets(registry, exclude=server).items())
+    record = {
+        "fingerprint": fingerprint, "description": registry.config.servers[server].description, "seed": options.seed,
+        "examples_per_tool": options.examples_per_tool, "test_size": options.test_size, "teacher": teacher,
+        "mode": options.mode, "lora": options.lora.as_dict(), "arguments_learning_rate": options.arguments_learning_rate,
+        "chat_format": registry.config.model.chat_format, "version": __version__, "foreign": others,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _folder(tool: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", tool)
 
@@ -144,31 +163,32 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
         raise KeyError(f"no server {server!r} in {registry.path}; known: {', '.join(registry.config.servers)}")
     settings = registry.config.model
     base = model_path(settings, registry.base_dir)
+    store = AdapterStore()
+    base_id = base_model_id(base)
+    fingerprint = anyio.run(_discover, registry, server, options.seed)
+    inputs = training_inputs(registry, server, fingerprint, options)
+    published = store.find(base_id, server, fingerprint)
+    if published is not None and published.inputs == inputs:
+        # Training is seeded: the same tools, description, data settings and hyperparameters give
+        # the same adapters again (executed data differs only in timestamps).
+        logger.info("%s: adapters are up to date (same tools, settings and data sources); nothing to train", server)
+        _report(options, f"{server}: adapters up to date", 1, 1)
+        if settings.router == "adapter":
+            train_router(registry, options)
+        return store.directory(base_id, server, fingerprint)
     build = anyio.run(build_dataset, registry, server, options)
     if not build.splits["train"]:
         raise RuntimeError(f"no usable training data for {server!r}; rejected: {dict(build.rejected)}")
     fmt = chat_format(settings.chat_format)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    store = AdapterStore()
-    base_id = base_model_id(base)
     staging = store.staging(base_id, server, build.fingerprint, build.hash)
     train = build.splits["train"]
     manifest = Manifest(
         server=server, fingerprint=build.fingerprint, base_model=base, base_model_id=base_id, mode=options.mode,
-        dataset_hash=build.hash, counts=build.counts, agentflux_version=__version__,
+        dataset_hash=build.hash, inputs=inputs, counts=build.counts, agentflux_version=__version__,
         hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed,
                                                   "arguments_learning_rate": options.arguments_learning_rate},
     )
-    published = store.find(base_id, server, build.fingerprint)
-    if published and (published.dataset_hash, published.mode, published.hyperparameters) == (
-        manifest.dataset_hash, manifest.mode, manifest.hyperparameters
-    ):
-        # Training is seeded: the same data and settings would give the same adapters again.
-        logger.info("%s: adapters are up to date (same tools, data and settings); nothing to train", server)
-        _report(options, f"{server}: adapters up to date", 1, 1)
-        if settings.router == "adapter":
-            train_router(registry, options)
-        return store.directory(base_id, server, build.fingerprint)
     # (folder, description, examples, settings) for every adapter this mode needs, examples built lazily.
     jobs: list[tuple[str, str, Callable[[], list], LoraSettings]] = []
     arguments_lora = replace(options.lora, learning_rate=options.arguments_learning_rate or options.lora.learning_rate)
@@ -263,12 +283,10 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
         toolsets.append(Toolset(server, registry.config.servers[server].description or "",
                                 tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])))
         trajectories[server] = data.load(path)["train"]
-        keys.append(f"{server}:{meta['fingerprint']}:{meta['hash']}")
+        description = registry.config.servers[server].description or ""
+        keys.append(f"{server}:{meta['fingerprint']}:{hashlib.sha256(description.encode()).hexdigest()[:8]}")
     if not toolsets:
         return None
-    fmt = chat_format(settings.chat_format)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    routed = examples.tokenized(tokenizer, examples.router_examples(fmt, toolsets, trajectories, tokenizer))
     store = AdapterStore()
     base_id = base_model_id(base)
     fingerprint = hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:16]
@@ -276,6 +294,9 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
     if published and published.hyperparameters == options.lora.as_dict():
         logger.info("router: up to date for %s", ", ".join(sorted(keys)))
         return store.directory(base_id, ROUTER, fingerprint)
+    fmt = chat_format(settings.chat_format)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    routed = examples.tokenized(tokenizer, examples.router_examples(fmt, toolsets, trajectories, tokenizer))
     staging = store.staging(base_id, ROUTER, fingerprint, fingerprint)
     train_adapter(base, routed, staging / "router", options.lora, description="router", progress=options.progress,
                   on_step=lambda done, total: _report(options, "router", done, total))

@@ -9,7 +9,7 @@ paper's appendix C does:
 
 Because agentflux wrote the task on a workspace it built, it knows what a complete run must
 have retrieved (the *requirements*: text that must appear in some successful tool output,
-e.g. a listed name, a file's first line, its exact size) and what the workspace must look like
+e.g. a listed name, a file's whole text, its exact size) and what the workspace must look like
 afterwards (the files a task writes). ToolFit is then computed exactly, without a judge.
 
 Only tasks whose tools the server offers are generated, so a read-only allow-list gets
@@ -55,8 +55,9 @@ class Task:
 STYLES = ("explicit", "fuzzed")
 
 
-def _first_line(text: str) -> str:
-    return next(line for line in text.splitlines() if line.strip())
+def _contents(text: str) -> str:
+    """A read's evidence: the whole text (fixture files share lines; a partial read is not enough)."""
+    return text.strip()
 
 
 def _size(text: str) -> int:
@@ -76,7 +77,7 @@ def _list_then_read(rng: random.Random, env: FixtureEnv, number: int) -> Task:
         ]),
         (
             Requirement(f"{folder} is listed, with {name}", "list_directory", name),
-            Requirement(f"the contents of {path}", "read_text_file", _first_line(env.files[path])),
+            Requirement(f"the contents of {path}", "read_text_file", _contents(env.files[path])),
         ),
         (("list_directory", {"path": folder}), ("read_text_file", {"path": path})),
     )
@@ -113,8 +114,8 @@ def _read_two(rng: random.Random, env: FixtureEnv, number: int) -> Task:
             f"I need the contents of {first}, and of {second} too.",
         ]),
         (
-            Requirement(f"the contents of {first}", "read_text_file", _first_line(env.files[first])),
-            Requirement(f"the contents of {second}", "read_text_file", _first_line(env.files[second])),
+            Requirement(f"the contents of {first}", "read_text_file", _contents(env.files[first])),
+            Requirement(f"the contents of {second}", "read_text_file", _contents(env.files[second])),
         ),
         (("read_text_file", {"path": first}), ("read_text_file", {"path": second})),
     )
@@ -178,7 +179,12 @@ def fuzz_rejection(task: Task, text: str, tool_names: set[str]) -> str | None:
         return "fuzzed request is not one paragraph"
     if any(name in text for name in tool_names):
         return "fuzzed request names a tool"
-    paths = {str(arguments.get("path")) for _, arguments in task.solution if arguments.get("path")}
-    if not all(path in text for path in paths):
-        return "fuzzed request lost a path"
+    kept = set()
+    for _, arguments in task.solution:
+        # Paths and written text exactly; a pattern by what it matches (".csv" for "*.csv").
+        kept |= {str(arguments[key]) for key in ("path", "content") if arguments.get(key)}
+        if arguments.get("pattern"):
+            kept.add(str(arguments["pattern"]).lstrip("*"))
+    if not all(value in text for value in kept):
+        return "fuzzed request lost a path, pattern or text"
     return None
