@@ -24,8 +24,7 @@ def _options(args: argparse.Namespace):
     if args.teacher_url:
         if not args.teacher_model:
             raise SystemExit("--teacher-url needs --teacher-model")
-        key = os.environ.get(args.teacher_key_env) if args.teacher_key_env else None
-        overrides["teacher"] = TeacherSettings(args.teacher_url, args.teacher_model, key)
+        overrides["teacher"] = TeacherSettings(args.teacher_url, args.teacher_model, _api_key(args.teacher_key_env))
     return replace(options, **overrides)
 
 
@@ -52,17 +51,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_with_server(args: argparse.Namespace, command: str):
+    """The registry and 0, or None and the exit status: 2 for an invalid registry, 1 when it lacks --server."""
+    registry = load_or_report(args.registry)
+    if registry is None:
+        return None, 2
+    if args.server not in registry.config.servers:
+        print(f"agentflux {command}: no server {args.server!r} in {registry.path}", file=sys.stderr)
+        return None, 1
+    return registry, 0
+
+
+def _api_key(variable: str | None) -> str | None:
+    return os.environ.get(variable) if variable else None
+
+
 def _synth(args: argparse.Namespace) -> int:
     import anyio
 
     from agentflux.trainer.pipeline import build_dataset
 
-    registry = load_or_report(args.registry)
+    registry, status = _load_with_server(args, "data synth")
     if registry is None:
-        return 2
-    if args.server not in registry.config.servers:
-        print(f"agentflux data synth: no server {args.server!r} in {registry.path}", file=sys.stderr)
-        return 1
+        return status
     build = anyio.run(build_dataset, registry, args.server, _options(args))
     print(f"dataset for {args.server} in {build.path}")
     print(json.dumps({"counts": build.counts, "rejected": dict(build.rejected)}, indent=2))
@@ -75,12 +86,9 @@ def _synth(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from agentflux.trainer.pipeline import evaluate_server, results_dir
 
-    registry = load_or_report(args.registry)
+    registry, status = _load_with_server(args, "eval")
     if registry is None:
-        return 2
-    if args.server not in registry.config.servers:
-        print(f"agentflux eval: no server {args.server!r} in {registry.path}", file=sys.stderr)
-        return 1
+        return status
     if args.judge_url and not args.judge_model:
         raise SystemExit("--judge-url needs --judge-model")
     if args.teacher_url and not args.teacher_model:
@@ -116,10 +124,9 @@ def _bench(args: argparse.Namespace, registry, out: Path) -> str:
 
     judge = teacher = None
     if args.judge_url:
-        judge = Judge(args.judge_url, args.judge_model, os.environ.get(args.judge_key_env) if args.judge_key_env else None)
+        judge = Judge(args.judge_url, args.judge_model, _api_key(args.judge_key_env))
     if args.teacher_url:
-        key = os.environ.get(args.teacher_key_env) if args.teacher_key_env else None
-        teacher = ChatClient(args.teacher_url, args.teacher_model, key)
+        teacher = ChatClient(args.teacher_url, args.teacher_model, _api_key(args.teacher_key_env))
     with tqdm(desc=f"{args.server}: task benchmark", unit="run", disable=args.no_progress) as bar:
 
         def advance(done: int, total: int) -> None:
