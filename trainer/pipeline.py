@@ -156,9 +156,7 @@ def _folder(tool: str) -> str:
 
 
 def train_server(registry: Registry, server: str, options: TrainOptions) -> Path:
-    """Build the dataset, train the adapters, evaluate them, publish them; returns their folder."""
-    from transformers import AutoTokenizer
-
+    """Train the server's adapters unless they are up to date, then the router; returns their folder."""
     if server not in registry.config.servers:
         raise KeyError(f"no server {server!r} in {registry.path}; known: {', '.join(registry.config.servers)}")
     settings = registry.config.model
@@ -173,9 +171,20 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
         # the same adapters again (executed data differs only in timestamps).
         logger.info("%s: adapters are up to date (same tools, settings and data sources); nothing to train", server)
         _report(options, f"{server}: adapters up to date", 1, 1)
-        if settings.router == "adapter":
-            train_router(registry, options)
-        return store.directory(base_id, server, fingerprint)
+        final = store.directory(base_id, server, fingerprint)
+    else:
+        final = _train_adapters(registry, server, options, store, base, base_id, inputs)
+    if settings.router == "adapter":
+        train_router(registry, options)
+    return final
+
+
+def _train_adapters(registry: Registry, server: str, options: TrainOptions, store: AdapterStore, base: str,
+                    base_id: str, inputs: str) -> Path:
+    """Build the dataset, train every adapter the mode needs, evaluate, publish; returns the folder."""
+    from transformers import AutoTokenizer
+
+    settings = registry.config.model
     build = anyio.run(build_dataset, registry, server, options)
     if not build.splits["train"]:
         raise RuntimeError(f"no usable training data for {server!r}; rejected: {dict(build.rejected)}")
@@ -218,10 +227,7 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
         _report(options, f"{server}: evaluating on {len(build.splits['test'])} held-out tasks", 0, 1)
         metrics = anyio.run(_evaluate_all, registry, staging, manifest, build.toolset, build.splits["test"])
         manifest.metrics = {"test_trajectories": len(build.splits["test"])} | metrics
-    final = store.publish(staging, manifest)
-    if settings.router == "adapter":
-        train_router(registry, options)
-    return final
+    return store.publish(staging, manifest)
 
 
 async def _evaluate_all(registry: Registry, folder: Path, manifest: Manifest, toolset: Toolset,
