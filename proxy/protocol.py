@@ -17,7 +17,7 @@ or ` {"path": "a.txt"}` for arguments. Training uses the very same objects: an e
 the continuation's tokens. The serving backends tokenize the prompt and the candidate
 continuations the same way, so what was trained is what is served, by construction.
 
-A second model family is one more `ChatFormat` subclass.
+A model family is one `ChatFormat` subclass: `Qwen25`, and `Gemma3` for the embedded model.
 """
 
 from __future__ import annotations
@@ -181,7 +181,73 @@ class Qwen25(ChatFormat):
         return '<tool_call>\n{"name": "' + name + '", "arguments": ' + _dumps(arguments) + "}\n</tool_call><|im_end|>"
 
 
-FORMATS: dict[str, ChatFormat] = {Qwen25.name: Qwen25()}
+class Gemma3(ChatFormat):
+    """Gemma 3's turns (`<bos>`, `<start_of_turn>user|model`, the system text folded into the
+    first user turn, as its own template does) with a tool notation of our own, since Gemma 3
+    has none: one line per tool, and a call as one JSON object in the model's turn.
+
+    The notation is lean on purpose: on a CPU, prompt length is the cost of every training
+    step and every served call. A tool is `- name(param, optional?): description`, with the
+    description cut to its first sentence; where the schema carries more (the arguments
+    prompt's full schema), each parameter gets a line of its own with its type and description.
+    A call is `{"name": "<tool>", "arguments": {...}}`: Gemma's tokenizer splits it exactly
+    where Qwen's does (`read_text_file",` ends a name; ` {"` opens the arguments).
+    """
+
+    name = "gemma3"
+
+    def conversation(self, system: str, tools: Sequence[Tool], task: str, history: Sequence[Call]) -> str:
+        parts = ["<bos><start_of_turn>user\n", system]
+        if tools:
+            parts.append("\n\nTools:\n" + "\n".join(_tool_lines(tool) for tool in tools))
+            parts.append('\n\nAnswer with one call: {"name": <tool>, "arguments": <JSON object>}.')
+        parts.append("\n\nTask: " + task + "<end_of_turn>\n")
+        for call in history:
+            parts.append("<start_of_turn>model\n" + self._call(call.tool, call.arguments) + "<end_of_turn>\n")
+            parts.append("<start_of_turn>user\nResult:\n" + call.observation + "<end_of_turn>\n")
+        parts.append("<start_of_turn>model\n")
+        return "".join(parts)
+
+    def _call(self, name: str, arguments: dict[str, Any]) -> str:
+        return '{"name": "' + name + '", "arguments": ' + _dumps(arguments) + "}"
+
+    def name_prefix(self) -> str:
+        return '{"name": "'
+
+    def name_continuation(self, name: str) -> str:
+        return name + '",'
+
+    def arguments_prefix(self, name: str) -> str:
+        return self.name_prefix() + name + '", "arguments":'
+
+    def full_call(self, name: str, arguments: dict[str, Any]) -> str:
+        return self._call(name, arguments) + "<end_of_turn>"
+
+
+def first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of a description, within `limit` characters."""
+    text = " ".join(text.split())
+    end = text.find(". ")
+    sentence = text if end < 0 else text[: end + 1]
+    return sentence if len(sentence) <= limit else sentence[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _tool_lines(tool: Tool) -> str:
+    properties: dict[str, Any] = tool.parameters.get("properties") or {}
+    required = set(tool.parameters.get("required") or [])
+    signature = ", ".join(name + ("" if name in required else "?") for name in properties)
+    lines = [f"- {tool.name}({signature}): {first_sentence(tool.description)}"]
+    detailed = any(isinstance(spec, dict) and set(spec) - {"type"} for spec in properties.values())
+    if detailed:
+        for name, spec in properties.items():
+            spec = spec if isinstance(spec, dict) else {}
+            facts = {key: value for key, value in spec.items() if key not in ("description", "title")}
+            about = f" {spec['description'].strip()}" if isinstance(spec.get("description"), str) else ""
+            lines.append(f"  {name} {_dumps(facts)}{' required' if name in required else ''}:{about}".rstrip(":"))
+    return "\n".join(lines)
+
+
+FORMATS: dict[str, ChatFormat] = {Qwen25.name: Qwen25(), Gemma3.name: Gemma3()}
 
 
 def chat_format(name: str) -> ChatFormat:

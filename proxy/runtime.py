@@ -15,9 +15,8 @@ import anyio
 
 from agentflux.proxy.adapters import AdapterIndex
 from agentflux.proxy.agent import Agent
-from agentflux.proxy.backends.factory import create_backend, model_path
+from agentflux.proxy.backends.factory import create_backend, model_format, model_path
 from agentflux.proxy.hub import Health, Hub
-from agentflux.proxy.protocol import chat_format
 from agentflux.registry.loader import Registry
 from agentflux.registry.store import AdapterStore, base_model_id
 
@@ -45,6 +44,7 @@ class AgentRuntime:
         settings = self.registry.config.model
         try:
             path = model_path(settings, self.registry.base_dir)
+            fmt = model_format(settings, path)
             backend = await anyio.to_thread.run_sync(create_backend, settings, self.registry.base_dir)
         except Exception as exc:  # any failure to load is reported to every do_task, never raised
             self.error = f"the model could not be loaded: {exc}"
@@ -52,7 +52,7 @@ class AgentRuntime:
             self._ready.set()
             return
         self.adapters = AdapterIndex(backend, self.store, base_model_id(path), self.mode, settings.router == "adapter")
-        self.agent = Agent(backend, self.hub, self.adapters, chat_format(settings.chat_format))
+        self.agent = Agent(backend, self.hub, self.adapters, fmt, summary=settings.summary)
         await self.refresh()
         self._ready.set()
         logger.info("model ready: %s (%s backend)", path, settings.backend)

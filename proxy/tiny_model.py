@@ -20,12 +20,20 @@ EOS_ID = FIRST_ADDED_ID + 2  # <|im_end|>
 PAD_ID = FIRST_ADDED_ID  # <|endoftext|>
 
 
+MARKER = "agentflux-tiny.json"
+
+
+def is_tiny(path: str | Path) -> bool:
+    """Whether `path` is the tiny random test model (its training recipe differs from a real model's)."""
+    return (Path(path) / MARKER).is_file()
+
+
 def init_tiny(dest: Path, seed: int = 0, vocab: Path | None = None) -> Path:
     """Write a randomly initialised tiny model to `dest` (idempotent for the same seed)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    marker = dest / "agentflux-tiny.json"
+    marker = dest / MARKER
     if marker.exists() and json.loads(marker.read_text()).get("seed") == seed:
         return dest
     config = Qwen2Config(

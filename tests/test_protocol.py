@@ -143,3 +143,76 @@ def test_selector_sees_compact_tools_and_arguments_see_the_full_schema() -> None
     toolset = Toolset("items", "", (rich,))
     assert "what to look for" not in protocol.select_prompt(FMT, TASK, [], toolset).text
     assert "what to look for" in protocol.arguments_prompt(FMT, TASK, [], rich).text
+
+
+# -- Gemma 3, the embedded model's family: the same invariants with its tokenizer ---------------
+
+GEMMA = protocol.Gemma3()
+
+
+@pytest.mark.parametrize("history", [[], HISTORY], ids=["first-step", "after-two-calls"])
+def test_gemma_prompts_follow_gemmas_turns(gemma_tokenizer, history: list[Call]) -> None:
+    select = protocol.select_prompt(GEMMA, TASK, history, FILESYSTEM)
+    system = protocol.SELECTOR_SYSTEM.format(toolset="filesystem", description="Files of the workspace.")
+    # <bos> first, the system text folded into the first user turn, and the model's turn last.
+    assert select.text.startswith("<bos><start_of_turn>user\n" + system + "\n\nTools:\n- read_text_file(path): ")
+    assert select.text.endswith("<end_of_turn>\n<start_of_turn>model\n" + '{"name": "')
+    assert select.text.count("<start_of_turn>model\n") == len(history) + 1
+    assert select.text.count("<start_of_turn>user\n") == len(history) + 1
+    for call in history:
+        assert '{"name": "' + call.tool + '", "arguments": ' + json.dumps(call.arguments, ensure_ascii=False) + "}<end_of_turn>" in select.text
+        assert "<start_of_turn>user\nResult:\n" + call.observation + "<end_of_turn>\n" in select.text
+    ids = protocol.encode(gemma_tokenizer, select.text)
+    assert ids[0] == gemma_tokenizer.bos_token_id and ids.count(gemma_tokenizer.bos_token_id) == 1
+    assert protocol.summary_prompt(GEMMA, TASK, history).text.endswith("<start_of_turn>model\n")
+
+
+def test_gemma_tool_lists_are_lean_for_choices_and_full_for_arguments() -> None:
+    rich = Tool("search_items", "Search the items. " + "Long explanation. " * 40, {"type": "object", "properties": {
+        "query": {"type": "string", "description": "what to look for", "minLength": 1},
+        "limit": {"type": "integer"}}, "required": ["query"]})
+    toolset = Toolset("items", "", (rich,))
+    select = protocol.select_prompt(GEMMA, TASK, [], toolset).text
+    assert "- search_items(query, limit?): Search the items.\n" in select and "Long explanation" not in select
+    assert "what to look for" not in select
+    arguments = protocol.arguments_prompt(GEMMA, TASK, [], rich).text
+    assert '  query {"type": "string", "minLength": 1} required: what to look for' in arguments
+    assert arguments.endswith('<start_of_turn>model\n{"name": "search_items", "arguments":')
+
+
+def test_gemma_loss_masks_cover_exactly_the_answer(gemma_tokenizer) -> None:
+    def masked(example: protocol.Example) -> str:
+        ids, mask = protocol.tokenize_example(gemma_tokenizer, example)
+        return gemma_tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
+
+    assert masked(protocol.select_example(GEMMA, TASK, HISTORY, FILESYSTEM, "read_text_file")) == 'read_text_file",'
+    assert masked(protocol.select_example(GEMMA, TASK, HISTORY, FILESYSTEM, "summarize")) == 'summarize",'
+    assert masked(protocol.route_example(GEMMA, TASK, HISTORY, [FILESYSTEM, TIME], "time")) == 'time",'
+    arguments = protocol.arguments_example(GEMMA, TASK, HISTORY, READ, {"path": "notes/été.md"})
+    assert masked(arguments) == ' {"path": "notes/été.md"}'
+    call = protocol.call_example(GEMMA, TASK, HISTORY, FILESYSTEM, "read_text_file", {"path": "a"})
+    assert masked(call) == '{"name": "read_text_file", "arguments": {"path": "a"}}<end_of_turn>'
+
+
+@pytest.mark.parametrize("kind", ["route", "select", "arguments", "call"])
+def test_gemma_training_tokens_are_the_natural_tokenization(gemma_tokenizer, kind: str) -> None:
+    example = {
+        "route": lambda: protocol.route_example(GEMMA, TASK, HISTORY, [FILESYSTEM, TIME], "filesystem"),
+        "select": lambda: protocol.select_example(GEMMA, TASK, HISTORY, FILESYSTEM, "list_directory"),
+        "arguments": lambda: protocol.arguments_example(GEMMA, TASK, HISTORY, LIST, {"path": "projects/alpha"}),
+        "call": lambda: protocol.call_example(GEMMA, TASK, HISTORY, FILESYSTEM, "list_directory", {"path": "x"}),
+    }[kind]()
+    ids, _ = protocol.tokenize_example(gemma_tokenizer, example)
+    assert ids == protocol.encode(gemma_tokenizer, example.prompt + example.completion)
+
+
+def test_gemma_names_end_unambiguously(gemma_tokenizer) -> None:
+    """No tool name's tokens are a prefix of another's: `list_directory` can never win over
+    `list_directory_with_sizes` by stopping early (the closing `",` ends every name)."""
+    snapshot = json.loads((Path(__file__).parent / "data/filesystem-tools.json").read_text())
+    names = [tool["name"] for tool in snapshot] + ["summarize"]
+    endings = {name: protocol.encode(gemma_tokenizer, GEMMA.name_continuation(name)) for name in names}
+    for name, ids in endings.items():
+        for other, other_ids in endings.items():
+            if name != other:
+                assert other_ids[: len(ids)] != ids, (name, other)
