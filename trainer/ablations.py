@@ -25,7 +25,7 @@ from agentflux.proxy.backends import Backend
 from agentflux.proxy.protocol import ChatFormat, Toolset
 from agentflux.registry.store import Manifest
 from agentflux.trainer.collect import Trajectory
-from agentflux.trainer.evaluate import Adapters, evaluate
+from agentflux.trainer.evaluate import arguments, selection
 
 # name -> (what selects: "selector" | "traditional" | None, what writes arguments: "tools" | "traditional" | None)
 SYSTEMS: dict[str, tuple[str | None, str | None]] = {
@@ -49,12 +49,19 @@ async def evaluate_systems(
             await backend.load_adapter(f"tool:{tool}", folder / path)
     if manifest.traditional:
         await backend.load_adapter("traditional", folder / manifest.traditional)
+    # Each half is measured once per adapter: the mixed systems combine halves already measured.
+    selections: dict[str | None, dict[str, float]] = {}
+    writings: dict[str | None, dict[str, float]] = {}
     results = {}
     for name, (selects, writes) in SYSTEMS.items():
         if any(part is not None and not loaded[part] for part in (selects, writes)):
             continue
-        tools = {t.name: ("traditional" if writes == "traditional" else f"tool:{t.name}") for t in toolset.tools} if writes else {}
-        results[name] = await evaluate(backend, fmt, toolset, tests, Adapters(selects, tools))
+        if selects not in selections:
+            selections[selects] = await selection(backend, fmt, toolset, tests, selects)
+        if writes not in writings:
+            tools = {t.name: "traditional" if writes == "traditional" else f"tool:{t.name}" for t in toolset.tools}
+            writings[writes] = await arguments(backend, fmt, toolset, tests, tools if writes else {})
+        results[name] = selections[selects] | writings[writes]
     return results
 
 

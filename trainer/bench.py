@@ -34,9 +34,9 @@ import anyio
 
 from agentflux.proxy.adapters import AdapterIndex
 from agentflux.proxy.agent import Agent, Budget, Outcome
-from agentflux.proxy.backends.factory import create_backend, model_path
+from agentflux.proxy.backends.factory import create_backend, model_format, model_path
 from agentflux.proxy.hub import Health
-from agentflux.proxy.protocol import Tool, chat_format
+from agentflux.proxy.protocol import Tool
 from agentflux.registry.loader import Registry
 from agentflux.registry.secrets import REDACTOR
 from agentflux.registry.store import AdapterStore, base_model_id
@@ -165,7 +165,7 @@ async def run_benchmark(
                 "decoupled": loaded is not None and loaded.manifest.selector is not None,
             }
             tools = [Tool(t.name, t.description or "", t.input_schema) for t in listed]
-            fmt = chat_format(settings.chat_format)
+            fmt = model_format(settings, base)
             plan = [name for name in systems if available[SYSTEMS[name][0] or "base"]]
             runs: list[TaskRun] = []
             total = len(plan) * len(tasks) * len(STYLES)

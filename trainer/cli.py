@@ -12,10 +12,13 @@ from pathlib import Path
 from agentflux.registry.cli import add_registry_argument, command_group, load_or_report
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace, registry):  # type: ignore[no-untyped-def]
+    from agentflux.proxy.backends.factory import model_path
+    from agentflux.proxy.tiny_model import is_tiny
     from agentflux.trainer.pipeline import TeacherSettings, TrainOptions
 
-    options = TrainOptions.quick() if args.quick else TrainOptions()
+    tiny = is_tiny(model_path(registry.config.model, registry.base_dir))
+    options = TrainOptions.quick(tiny=tiny) if args.quick else TrainOptions.standard(tiny=tiny)
     overrides = {"mode": args.mode, "seed": args.seed, "progress": not args.no_progress}
     if args.progress_json:
         overrides["on_progress"] = _print_progress
@@ -41,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
     if registry is None:
         return 2
     try:
-        folder = train_server(registry, args.server, _options(args))
+        folder = train_server(registry, args.server, _options(args, registry))
     except (KeyError, RuntimeError) as exc:
         print(f"agentflux train: {exc}", file=sys.stderr)
         return 1
@@ -74,7 +77,7 @@ def _synth(args: argparse.Namespace) -> int:
     registry, status = _load_with_server(args, "data synth")
     if registry is None:
         return status
-    build = anyio.run(build_dataset, registry, args.server, _options(args))
+    build = anyio.run(build_dataset, registry, args.server, _options(args, registry))
     print(f"dataset for {args.server} in {build.path}")
     print(json.dumps({"counts": build.counts, "rejected": dict(build.rejected)}, indent=2))
     for trajectory in build.splits["train"][: args.show]:

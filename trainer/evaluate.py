@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from agentflux.proxy import protocol
@@ -42,45 +41,41 @@ def arguments_match(generated: Any, expected: dict[str, Any]) -> bool:
     return isinstance(generated, dict) and set(generated) == set(expected) and normalize(generated) == normalize(expected)
 
 
-@dataclass
-class Adapters:
-    """Which adapter answers which question (None: the base model)."""
-
-    selector: str | None
-    tools: dict[str, str]
-
-    def for_tool(self, tool: str) -> str | None:
-        return self.tools.get(tool)
-
-
-async def evaluate(
-    backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], adapters: Adapters
+async def selection(
+    backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], selector: str | None
 ) -> dict[str, float]:
-    steps = correct = calls = exact = valid = 0
+    """How often the selector picks the recorded tool, or `summarize` after the last call."""
+    steps = correct = 0
     for trajectory in tests:
         calls_so_far = history(trajectory, backend.tokenizer)
         for index in range(len(calls_so_far) + 1):
             expected = calls_so_far[index].tool if index < len(calls_so_far) else SUMMARIZE
             prompt = protocol.select_prompt(fmt, trajectory.query, calls_so_far[:index], toolset)
-            chosen = prompt.answer(await backend.choose(prompt.text, prompt.continuations(), adapters.selector))
+            chosen = prompt.answer(await backend.choose(prompt.text, prompt.continuations(), selector))
             steps += 1
             correct += chosen == expected
-            if index == len(calls_so_far):
-                continue
-            call = calls_so_far[index]
+    return {"selection_accuracy": correct / steps if steps else 0.0, "steps": steps}
+
+
+async def arguments(
+    backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], adapters: dict[str, str]
+) -> dict[str, float]:
+    """For every recorded call, whether the arguments written for it match (and validate)."""
+    calls = exact = valid = 0
+    for trajectory in tests:
+        calls_so_far = history(trajectory, backend.tokenizer)
+        for index, call in enumerate(calls_so_far):
             tool = toolset.tool(call.tool)
             prompt = protocol.arguments_prompt(fmt, trajectory.query, calls_so_far[:index], tool)
             calls += 1
             try:
-                generated = await backend.generate_json(prompt.text, tool.parameters, adapters.for_tool(call.tool))
+                generated = await backend.generate_json(prompt.text, tool.parameters, adapters.get(call.tool))
             except GenerationError:
                 continue
             valid += 1
             exact += arguments_match(generated, call.arguments)
     return {
-        "selection_accuracy": correct / steps if steps else 0.0,
         "argument_exact_match": exact / calls if calls else 0.0,
         "argument_schema_valid": valid / calls if calls else 0.0,
-        "steps": steps,
         "calls": calls,
     }

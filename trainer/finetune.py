@@ -5,10 +5,10 @@ Every example arrives pre-tokenized by the prompt protocol as `input_ids` plus a
 toolset name, or a whole call for the traditional baseline). trl turns the mask into labels
 (`completion_only_loss=True`).
 
-The CPU-fast path: a 150k-token vocabulary makes the output layer dominate a small model's
-step, and only a handful of positions carry loss, so `compute_loss` asks the model for the
-logits of those positions only (`logits_to_keep=<indices>`). The loss is identical; a step is
-about fifty times faster on a CPU.
+The CPU-fast path (`_shared_prefix_loss`), exact in both parts: the examples of a batch share
+their prompt's head, which runs once per batch; and a 150k-262k-token vocabulary makes the
+output layer dominate a small model's step while only a handful of positions carry loss, so
+the model computes the logits of those positions only (`logits_to_keep=<indices>`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,16 @@ class LoraSettings:
     epochs: float = 3.0
     max_steps: int = -1
     min_steps: int = 0  # adapters with few examples (one tool's calls) still get this many steps
-    batch_size: int = 4
+    batch_size: int = 4  # rows per forward; memory grows with rows x length
+    accumulation: int = 1  # forwards per optimizer step: the effective batch is batch_size x accumulation
     warmup_steps: float = 0.05  # a fraction of all steps when below 1
     weight_decay: float = 0.01
     seed: int = 0
+    layers: tuple[int, int] | None = None  # adapt only layers [start, stop); None: every layer
+    bf16: bool = False  # autocast where the hardware supports it (a pretrained base; the tiny model stays fp32)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"target_modules": list(self.target_modules)}
+        return asdict(self) | {"target_modules": list(self.target_modules), "layers": list(self.layers) if self.layers else None}
 
 
 @dataclass
@@ -59,31 +62,55 @@ def _steps(settings: LoraSettings, examples: int) -> int:
     """An explicit step count when `min_steps` outweighs the epochs (-1: follow the epochs)."""
     if settings.max_steps > 0:
         return settings.max_steps
-    per_epoch = -(-examples // settings.batch_size)
+    per_epoch = -(-examples // (settings.batch_size * settings.accumulation))
     return settings.min_steps if per_epoch * settings.epochs < settings.min_steps else -1
 
 
-def _sparse_trainer_class() -> type:
+def _shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
+    """The batch's summed loss over its completion tokens, divided by their count.
+
+    Two savings, both exact. The examples of one adapter share their prompt's head (system text
+    and tool list, most of every prompt): it is run once and its key/value states are repeated
+    for the rest of every row, and gradients through it add up as if each row had run it. And
+    logits (a 262k-entry output layer for Gemma) are computed only at positions whose next
+    token carries loss.
+    """
+    import torch
     import torch.nn.functional as F
+
+    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    shared = int(((ids == ids[:1]).all(0) & (mask == 1).all(0)).long().cumprod(0).sum())
+    # The token before the first target must be in the second pass, which predicts the targets.
+    first_target = int((labels != -100).long().argmax(1).min())
+    shared = max(0, min(shared, first_target - 1))
+    past = None
+    if shared:
+        past = model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+        past.batch_repeat_interleave(ids.shape[0])
+    targets = labels[:, shared + 1 :]
+    keep = (targets != -100).any(0).nonzero().squeeze(-1)
+    positions = torch.arange(shared, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+    outputs = model(
+        input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions, past_key_values=past,
+        logits_to_keep=keep, use_cache=past is not None,
+    )  # fmt: skip
+    chosen = targets[:, keep]
+    loss = F.cross_entropy(outputs.logits.float().flatten(0, 1), chosen.flatten(), ignore_index=-100, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
+    return loss / count, outputs
+
+
+def _sparse_trainer_class() -> type:
     from trl import SFTTrainer
 
-    class SparseLogitsSFTTrainer(SFTTrainer):
-        """Computes logits (and the loss) only at positions whose next token carries loss."""
+    class SharedPrefixSFTTrainer(SFTTrainer):
+        """trl's trainer (data collation, masks, schedule) with the loss of `_shared_prefix_loss`."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-            targets = inputs["labels"][:, 1:]
-            keep = (targets != -100).any(0).nonzero().squeeze(-1)
-            forward = {k: v for k, v in inputs.items() if k not in ("labels", "completion_mask", "assistant_masks")}
-            outputs = model(**forward, logits_to_keep=keep, use_cache=False)
-            chosen = targets[:, keep]
-            loss = F.cross_entropy(
-                outputs.logits.float().flatten(0, 1), chosen.flatten(), ignore_index=-100, reduction="sum"
-            )
-            count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
-            loss = loss / count
+            loss, outputs = _shared_prefix_loss(model, inputs, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
 
-    return SparseLogitsSFTTrainer
+    return SharedPrefixSFTTrainer
 
 
 def train_adapter(
@@ -105,6 +132,8 @@ def train_adapter(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTConfig
 
+    from agentflux.proxy.backends.factory import bf16_supported
+
     if not examples:
         raise ValueError(f"no training examples for {description}")
     started = time.monotonic()
@@ -119,6 +148,7 @@ def train_adapter(
         lora_dropout=settings.dropout,
         use_rslora=settings.rslora,
         target_modules=list(settings.target_modules),
+        layers_to_transform=list(range(*settings.layers)) if settings.layers else None,
         task_type="CAUSAL_LM",
     )
     losses: list[float] = []
@@ -139,6 +169,7 @@ def train_adapter(
             output_dir=scratch,
             completion_only_loss=True,
             per_device_train_batch_size=settings.batch_size,
+            gradient_accumulation_steps=settings.accumulation,
             num_train_epochs=settings.epochs,
             max_steps=_steps(settings, len(examples)),
             learning_rate=settings.learning_rate,
@@ -151,12 +182,14 @@ def train_adapter(
             dataloader_pin_memory=False,
             save_strategy="no",
             report_to=[],
-            bf16=False,
+            bf16=settings.bf16 and bf16_supported(),
             gradient_checkpointing=False,
             max_length=None,
             disable_tqdm=not progress,
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
+            # Batches of similar lengths: rows are padded to the longest, and padding costs as much as text.
+            train_sampling_strategy="group_by_length",
         )
         trainer = _sparse_trainer_class()(
             model=model,
