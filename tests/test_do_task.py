@@ -63,7 +63,7 @@ def train_queries(trained: dict, kind: str) -> list[Any]:
     return [t for t in data.load(path)["train"] if t.kind == kind]
 
 
-@pytest.mark.parametrize("kind", ["list-then-read", "search-then-info"])
+@pytest.mark.parametrize("kind", ["list-then-read", "find-then-read"])
 async def test_multi_step_filesystem_tasks_run_stage_by_stage_with_trained_adapters(trained, tmp_path: Path, kind: str) -> None:
     candidates = train_queries(trained, kind)[:3]
     assert candidates
@@ -256,7 +256,7 @@ async def test_concurrent_do_task_calls_over_http_each_get_their_own_trajectory(
     env = dict(os.environ) | {"AGENTFLUX_HOME": str(trained["home"][0]), "AGENTFLUX_HTTP_TOKEN": token}
     command = [PYTHON, "-m", "agentflux.proxy", "serve", "--registry", str(path), "--transport", "http", "--port", str(port)]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    tasks = [t.query for t in train_queries(trained, "list-then-read")[:2] + train_queries(trained, "search-then-info")[:2]]
+    tasks = [t.query for t in train_queries(trained, "list-then-read")[:2] + train_queries(trained, "find-then-read")[:2]]
     results: dict[str, Any] = {}
     try:
         wait_for_port(port, process, timeout=60)

@@ -63,15 +63,41 @@ def test_sampled_arguments_are_valid_and_grounded(filesystem_toolset: Toolset, t
 
 def test_plans_are_balanced_varied_and_chain_tools(filesystem_toolset: Toolset, tmp_path: Path) -> None:
     env = build_workspace(tmp_path / "w", seed=0)
-    plans = synthesize(filesystem_toolset, env, per_tool=10, seed=0)
+    plans = synthesize(filesystem_toolset, env, per_tool=10, seed=0, root="/srv/ws")
     single = [p for p in plans if p.kind == "single"]
     per_tool = {tool.name: sum(1 for p in single if p.calls[0].tool == tool.name) for tool in filesystem_toolset.tools}
-    assert set(per_tool.values()) == {10}
-    assert {p.style for p in plans} == set(STYLES)
+    # Every tool but the deprecated read_file (a request for it is a request for read_text_file).
+    assert per_tool.pop("read_file") == 0 and set(per_tool.values()) == {10}
+    assert {p.style for p in plans} >= {"imperative", "question", "terse", "polite"}
     chains = {p.kind for p in plans} - {"single"}
-    assert chains == {"list-then-read", "search-then-info"}
+    assert chains == {"list-then-read", "find-then-read", "info-then-read", "write-then-read", "mkdir-then-write", "read-then-read"}
     assert len({p.query for p in plans}) > 0.9 * len(plans)
-    assert plans == synthesize(filesystem_toolset, env, per_tool=10, seed=0)
+    assert plans == synthesize(filesystem_toolset, env, per_tool=10, seed=0, root="/srv/ws")
+    for plan in plans:
+        for call in plan.calls:
+            jsonschema.validate(call.arguments, filesystem_toolset.tool(call.tool).parameters)
+    # A name alone is searched for, then read where the server reports it (under the served root).
+    for plan in (p for p in plans if p.kind == "find-then-read"):
+        (search, read) = plan.calls
+        name = search.arguments["pattern"].removeprefix("**/")
+        assert name in plan.query and "/" not in name and read.arguments["path"].startswith("/srv/ws/")
+        assert read.arguments["path"].removeprefix("/srv/ws/") in env.files
+    # Paths are written as people write them; the argument is the path itself, never its quotes.
+    reads = [p for p in single if p.calls[0].tool == "read_text_file"]
+    assert any("./" in p.query for p in plans) and any("/srv/ws/" in p.query for p in plans)
+    assert all(not p.calls[0].arguments["path"].startswith(("'", '"', "`")) for p in reads)
+
+
+def test_heldout_requests_use_phrasings_and_a_world_training_never_sees(filesystem_toolset: Toolset, tmp_path: Path) -> None:
+    train_env = build_workspace(tmp_path / "a", seed=0)
+    test_env = build_workspace(tmp_path / "b", seed=1, world="heldout")
+    folders = {path.split("/")[0] for path in train_env.files if "/" in path}
+    assert not folders & {path.split("/")[0] for path in test_env.files if "/" in path}
+    trained = synthesize(filesystem_toolset, train_env, per_tool=10, seed=0)
+    heldout = synthesize(filesystem_toolset, test_env, per_tool=10, seed=1, heldout=True)
+    assert not {p.query for p in trained} & {p.query for p in heldout}
+    for plan in heldout:
+        assert not any(folder in plan.query for folder in folders - {"archive"}), plan.query
 
 
 def test_validation_rejects_and_counts(filesystem_toolset: Toolset) -> None:
@@ -201,7 +227,7 @@ def test_offline_servers_get_single_step_adapters_from_their_schemas(
 
     path = write_registry(tmp_path, {server: OFFLINE_SERVERS[server]})
     path.write_text(path.read_text() + f"model:\n  base: {tiny_model}\n")
-    options = TrainOptions.quick(examples_per_tool=6, test_size=6, progress=False)
+    options = TrainOptions.quick(tiny=True, examples_per_tool=6, test_size=6, progress=False)
     folder = train_server(load_registry(path), server, options)
     manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
     assert sorted(manifest.tools) == sorted(OFFLINE_SERVERS[server]["tools"]["allow"])

@@ -68,9 +68,10 @@ def read_only(entry: ServerEntry) -> ServerEntry:
 
 class FixtureServer:
     """A registry server, started on the fixture workspace when it is granted a folder; with
-    `others`, the registry's other servers run beside it (the task benchmark routes among them)."""
+    `others`, the registry's other servers run beside it (the task benchmark routes among them).
+    `world` picks the fixture (workspace.WORLDS): held-out data comes from a world of its own."""
 
-    def __init__(self, registry: Registry, server: str, seed: int, others: bool = False) -> None:
+    def __init__(self, registry: Registry, server: str, seed: int, others: bool = False, world: str = "train") -> None:
         self.registry = registry
         self.server = server
         self.seed = seed
@@ -84,7 +85,7 @@ class FixtureServer:
         self.workspace: Path | None = None
         if granted_folders(entry, registry.base_dir):
             self.pristine, self.workspace = root / "pristine", root / "workspace"
-            self.env = build_workspace(self.pristine, seed)
+            self.env = build_workspace(self.pristine, seed, world)
             reset(self.workspace, self.pristine)
             entry = fixture_entry(entry, registry.base_dir, self.workspace)
         servers = {server: entry}
@@ -94,6 +95,11 @@ class FixtureServer:
             servers = {name: read_only(e) for name, e in registry.config.servers.items() if e.url is None} | servers
         config = registry.config.model_copy(update={"servers": {name: offline(e) for name, e in servers.items()}})
         self.hub = Hub(Registry(registry.path, config))
+
+    @property
+    def served_root(self) -> str | None:
+        """The folder the server reports paths under (what a search returns), if it has one."""
+        return str(self.workspace) if self.workspace is not None else None
 
     def reset(self) -> None:
         if self.workspace is not None and self.pristine is not None:

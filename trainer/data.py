@@ -69,25 +69,35 @@ def _problem(trajectory: Trajectory, schemas: dict[str, dict[str, Any]]) -> str 
     return None
 
 
-def split(trajectories: list[Trajectory], seed: int, test_size: int) -> dict[str, list[Trajectory]]:
-    """train/validation 80/20, plus a test set of up to `test_size` (and a fifth of the data)
-    balanced across tools."""
+def split(
+    trajectories: list[Trajectory], seed: int, test_size: int, heldout: list[Trajectory] | None = None
+) -> dict[str, list[Trajectory]]:
+    """train/validation 80/20, plus a test set of up to `test_size` balanced across tools.
+
+    With `heldout` (trajectories from phrasings and a world training never sees), the test set
+    is drawn from those, every tool and every multi-step kind in turn, and all of
+    `trajectories` is left for training. Without it, the test set takes single steps out of
+    `trajectories` (at most a fifth of them)."""
     rng = random.Random(seed)
-    by_tool: dict[str, list[Trajectory]] = defaultdict(list)
-    for trajectory in trajectories:
+    pool = heldout if heldout is not None else trajectories
+    by_group: dict[str, list[Trajectory]] = defaultdict(list)
+    for trajectory in pool:
         if len(trajectory.steps) == 1:
-            by_tool[trajectory.steps[0].tool].append(trajectory)
-    for group in by_tool.values():
+            by_group[trajectory.steps[0].tool].append(trajectory)
+        elif heldout is not None:
+            by_group[trajectory.kind].append(trajectory)
+    for group in by_group.values():
         rng.shuffle(group)
     test: list[Trajectory] = []
-    # A small dataset keeps most of its examples for training: the test set takes at most a fifth.
-    test_size = min(test_size, len(trajectories) // 5)
-    # Round-robin over tools so every tool is represented before any gets a second example;
-    # a tool keeps at least most of its examples for training.
-    while len(test) < test_size and any(len(g) > 2 for g in by_tool.values()):
-        for tool in sorted(by_tool):
-            if len(test) < test_size and len(by_tool[tool]) > 2:
-                test.append(by_tool[tool].pop())
+    # From the training data itself, a small dataset keeps most of its examples: a tool keeps at
+    # least two, and the test set takes at most a fifth.
+    keep = 0 if heldout is not None else 2
+    test_size = test_size if heldout is not None else min(test_size, len(trajectories) // 5)
+    # Round-robin so every tool is represented before any gets a second example.
+    while len(test) < test_size and any(len(g) > keep for g in by_group.values()):
+        for name in sorted(by_group):
+            if len(test) < test_size and len(by_group[name]) > keep:
+                test.append(by_group[name].pop())
     chosen = {id(t) for t in test}
     rest = [t for t in trajectories if id(t) not in chosen]
     rng.shuffle(rest)

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentflux.proxy import protocol
+from agentflux.proxy.agent import Budget
 from agentflux.proxy.protocol import SUMMARIZE, Call, ChatFormat, Example, Toolset
 from agentflux.trainer.collect import Trajectory
 
-OBSERVATION_TOKENS = 1024  # the default do_task uses; keep them equal
+OBSERVATION_TOKENS = Budget().observation_tokens  # what do_task shows the model: equal by construction
 
 
 def history(trajectory: Trajectory, tokenizer: Any, budget: int = OBSERVATION_TOKENS) -> list[Call]:

@@ -1,11 +1,11 @@
 """Teacher-free task synthesis: plans (a request and the calls that fulfil it) from tool schemas.
 
-Arguments are sampled valid for each schema and grounded in the fixture world: a `path` names
-a file that exists (or, for tools that create, one that does not yet), an `oldText` is a real
-line of that file, enums, formats, bounds, defaults and examples are respected. The request is
-rendered in varied styles (imperative, question, polite, terse, indirect) from the tool's name
-and the argument values, and some plans chain tools the way users do (list a folder then read a
-file in it; search then get details of a hit). The plan is the orchestrator: it is executed for
+Tools whose names say what they do (files, clocks) get requests as people write them, single
+and multi-step, from `phrasing.py`. Any other tool gets arguments sampled valid for its schema
+and grounded in the fixture world (a `path` names a file that exists, or for tools that
+create, one that does not yet; an `oldText` is a real line of that file; enums, formats,
+bounds, defaults and examples are respected), and a request rendered in varied styles from
+the tool's name and the argument values. The plan is the orchestrator: it is executed for
 real against the server (see `collect.py`), which is what makes a trajectory.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentflux.proxy.protocol import Tool, Toolset
+from agentflux.trainer.phrasing import CHAINS, Phrased, Speaker, intent_of, plan_chain, plan_single
 from agentflux.trainer.workspace import FixtureEnv
 
 STYLES = ("imperative", "question", "polite", "terse", "indirect")
@@ -216,44 +217,50 @@ def _render_value(value: Any) -> str:
 # -- plans -------------------------------------------------------------------------------------
 
 
-def synthesize(toolset: Toolset, env: FixtureEnv | None, per_tool: int, seed: int, chains: bool = True) -> list[Plan]:
-    """`per_tool` single-step plans for every tool, balanced, plus multi-step chains."""
+def synthesize(
+    toolset: Toolset,
+    env: FixtureEnv | None,
+    per_tool: int,
+    seed: int,
+    chains: bool = True,
+    *,
+    root: str | None = None,
+    heldout: bool = False,
+) -> list[Plan]:
+    """`per_tool` single-step plans for every tool, balanced, plus multi-step chains.
+
+    Tools with a known intent (phrasing.py) get requests as people write them, grounded in the
+    fixture world; `root` is the folder the server reports paths under. `heldout` writes with
+    the phrasings training never uses. Deprecated tools get no plans: a request for one is a
+    request for its replacement."""
     rng = random.Random(seed)
     sampler = ArgumentSampler(env, rng)
+    speaker = Speaker(rng, env, root, heldout)
     plans: list[Plan] = []
+    intents: dict[str, str] = {}
     for tool in toolset.tools:
+        intent = intent_of(words(tool.name), tool.description)
+        if intent is None and "deprecated" in tool.description.lower():
+            continue
+        if intent is not None:
+            intents[intent] = tool.name
         for index in range(per_tool):
+            phrased = plan_single(intent, speaker, env, tool.name) if intent else None
+            if phrased is not None:
+                plans.append(_plan(phrased))
+                continue
             arguments = sampler.sample(tool)
             style = STYLES[index % len(STYLES)]
             plans.append(Plan(describe(tool, arguments, style, rng), [PlannedCall(tool.name, arguments)], style))
     if chains and env is not None:
-        plans.extend(_chains(toolset, env, sampler, rng, max(2, per_tool // 2)))
+        for kind in CHAINS:
+            for _ in range(max(2, 3 * per_tool // 4)):
+                phrased = plan_chain(kind, speaker, env, intents)
+                if phrased is not None:
+                    plans.append(_plan(phrased))
     rng.shuffle(plans)
     return plans
 
 
-def _find(toolset: Toolset, *needed: str) -> Tool | None:
-    return next((t for t in toolset.tools if all(w in words(t.name) for w in needed)), None)
-
-
-def _chains(toolset: Toolset, env: FixtureEnv, sampler: ArgumentSampler, rng: random.Random, count: int) -> list[Plan]:
-    plans = []
-    lister, reader = _find(toolset, "list", "directory"), _find(toolset, "read", "text", "file") or _find(toolset, "read", "file")
-    searcher, info = _find(toolset, "search", "files"), _find(toolset, "get", "info")
-    folders = sorted({p.rsplit("/", 1)[0] if "/" in p else "." for p in env.text_files()})
-    for index in range(count):
-        style = STYLES[index % len(STYLES)]
-        if lister and reader:
-            folder = rng.choice(folders)
-            target = rng.choice([p for p in env.text_files() if (p.rsplit("/", 1)[0] if "/" in p else ".") == folder])
-            first = describe(lister, {"path": folder}, style, rng)
-            query = f"{first.rstrip('.?')}, then read {target.rsplit('/', 1)[-1]} from there."
-            calls = [PlannedCall(lister.name, {"path": folder}), PlannedCall(reader.name, {"path": target})]
-            plans.append(Plan(query, calls, style, "list-then-read"))
-        if searcher and info:
-            target = rng.choice(env.text_files())
-            extension = target.rsplit(".", 1)[-1]
-            query = f"Find the .{extension} files in the workspace, then give me the details of {target}."
-            calls = [PlannedCall(searcher.name, {"path": ".", "pattern": f"*.{extension}"}), PlannedCall(info.name, {"path": target})]
-            plans.append(Plan(query, calls, style, "search-then-info"))
-    return plans
+def _plan(phrased: Phrased) -> Plan:
+    return Plan(phrased.request, [PlannedCall(tool, arguments) for tool, arguments in phrased.calls], phrased.style, phrased.kind)

@@ -48,8 +48,23 @@ class FixtureEnv:
         return [path for path, text in self.files.items() if text]
 
 
-def build_workspace(root: Path, seed: int = 0) -> FixtureEnv:
-    """Create the fixture workspace under `root` (which must not exist); the same seed, the same tree."""
+# The held-out world: the same kinds of files under names the training world never uses, so
+# held-out figures say whether the adapters copy what a request names or recall training folders.
+HELDOUT_NAMES = {
+    "notes": "journal", "reports": "finance", "archive": "old", "logs": "var-log", "projects": "work",
+    "alpha": "orion", "beta": "vega", "misc": "stuff", "deep": "inner", "er": "most", "My Documents": "Shared Files",
+    "Café": "Bäckerei", "UPPER": "CAPS", "photos": "pictures", "todo.txt": "tasks.txt", "Ideas.MD": "Plans.MD",
+    "meeting 2026-03-02.md": "standup 2026-04-07.md", "shopping list.txt": "packing list.txt", "menü.txt": "preise.txt",
+    "summary.json": "overview.json", "main.py": "app.py", "app.log": "server.log", "image1.png": "scan-02.png",
+}
+WORLDS = ("train", "heldout")
+
+
+def build_workspace(root: Path, seed: int = 0, world: str = "train") -> FixtureEnv:
+    """Create the fixture workspace under `root` (which must not exist); the same seed and world,
+    the same tree. The `heldout` world names every folder and most files differently."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown fixture world {world!r}; known: {', '.join(WORLDS)}")
     rng = random.Random(seed)
     env = FixtureEnv(root)
     fixed = {
@@ -76,6 +91,8 @@ def build_workspace(root: Path, seed: int = 0) -> FixtureEnv:
         folder = rng.choice(["notes", "reports", "projects/alpha", "misc", "misc/deep/er"])
         name = f"{rng.choice(WORDS)}-{rng.randint(1, 99)}.{rng.choice(EXTENSIONS)}"
         fixed.setdefault(f"{folder}/{name}", "\n".join(rng.sample(TEXT_LINES, 3)))
+    if world == "heldout":
+        fixed = {"/".join(HELDOUT_NAMES.get(part, part) for part in path.split("/")): text for path, text in fixed.items()}
     for relative, text in sorted(fixed.items()):
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
