@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,13 +34,11 @@ from agentflux.registry.store import AdapterStore, base_model_id
 from agentflux.proxy.backends.factory import model_path
 from agentflux.trainer.ablations import markdown_table
 from agentflux.trainer.bench import exact_toolfit
-from agentflux.trainer.tasks import generate_tasks
+from agentflux.trainer.tasks import TEMPLATES, generate_tasks
 from agentflux.trainer.workspace import scan_workspace
 
 HERE = Path(__file__).resolve().parent
 SERVERS = ("filesystem", "time")
-# The four tools the tiny model learns to choose between within minutes; a real model takes all 14.
-FILESYSTEM_TOOLS = ["list_directory", "read_text_file", "search_files", "get_file_info"]
 MIXED_TASK = "What time is it in Europe/Paris? Then list the entries of the folder `notes`."
 REAL_MODEL = """The tiny model is a 2-layer random network: it knows only the synthetic distribution agentflux
 trained it on, so expect wrong arguments and early stops above. For real work, change one line of
@@ -54,11 +53,15 @@ def banner(title: str) -> None:
     print(f"\n{'=' * 4} {title} {'=' * max(4, 90 - len(title))}", flush=True)
 
 
-def demo_registry(source: Path) -> Path:
-    """The example registry with its filesystem and time servers only, trained by this script."""
+def demo_registry(source: Path, workspace: Path) -> Path:
+    """The example registry with its filesystem and time servers only, trained by this script;
+    the filesystem server works on `workspace`, a copy of examples/workspace (tasks write)."""
     document = yaml.safe_load(source.read_text(encoding="utf-8"))
     servers = {name: document["mcpServers"][name] for name in SERVERS}
-    servers["filesystem"]["tools"] = {"allow": FILESYSTEM_TOOLS}
+    filesystem = servers["filesystem"]
+    filesystem["cwd"] = str(workspace)
+    filesystem["args"] = [str(HERE.parent / "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"), "."]
+    filesystem["sandbox"]["mounts"] = [{"path": str(workspace), "mode": "rw"}]
     document["mcpServers"] = servers
     document["training"] = {"auto": False, "quick": True}  # the demo trains first, in the foreground
     target = source.with_name("demo-registry.yaml")
@@ -111,14 +114,13 @@ def show_trajectory(outcome: dict) -> list[str]:
     return outputs
 
 
-async def drive(registry: Path, env: dict[str, str]) -> None:
-    workspace = HERE / "workspace"
-    tasks = generate_tasks(scan_workspace(workspace), set(FILESYSTEM_TOOLS), 3, seed=0)
+async def drive(registry: Path, env: dict[str, str], workspace: Path) -> None:
+    tasks = generate_tasks(scan_workspace(workspace), {tool for needs, _ in TEMPLATES.values() for tool in needs}, 4, seed=0)
     server = StdioServerParameters(command=sys.executable, args=["-m", "agentflux.proxy", "serve", "--registry", str(registry)], env=env)
     async with Client(server, mode="legacy") as client:
         print(f"connected to {client.server_info.name} {client.server_info.version} over stdio")
         print("tools offered: " + ", ".join(t.name for t in (await client.list_tools()).tools))
-        runs = [(task.explicit, task) for task in tasks] + [(tasks[0].fuzzed, tasks[0]), (MIXED_TASK, None)]
+        runs = [(task.explicit, task) for task in tasks] + [(task.fuzzed, task) for task in tasks[:2]] + [(MIXED_TASK, None)]
         for request, task in runs:
             banner("do_task")
             print("   " + request.replace("\n", "\n   "))
@@ -154,12 +156,15 @@ def main() -> None:
     env.setdefault("AGENTFLUX_HOME", str(HERE.parent / ".cache" / "agentflux-demo"))
     env.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.update(AGENTFLUX_HOME=env["AGENTFLUX_HOME"])
-    registry = demo_registry(args.registry)
+    workspace = Path(env["AGENTFLUX_HOME"]) / "workspace"
+    if not workspace.exists():  # the tasks write into it: never into examples/workspace
+        shutil.copytree(HERE / "workspace", workspace)
+    registry = demo_registry(args.registry, workspace)
     banner(f"registry: {registry.relative_to(HERE.parent)} (filesystem and time from {args.registry.name})")
     started = time.monotonic()
     train(registry, env)
     banner("serving: agentflux serve over stdio, driven by an MCP client")
-    anyio.run(drive, registry, env)
+    anyio.run(drive, registry, env, workspace)
     ablation_tables(registry)
     banner("next")
     print(REAL_MODEL)

@@ -7,8 +7,10 @@ Each step, in order, every stage visible in the trajectory:
     arguments  the tool's argument adapter, decoding constrained by the tool's schema
     call       the downstream tool, through the hub (sandboxed); its result is the observation
 
-until the router or the selector says `summarize`, or a budget runs out; then the base model
-writes a bounded summary from what the tools returned. Arguments the model cannot produce,
+until the router or the selector says `summarize`, or a budget runs out. The answer is what
+the successful calls returned, each whole under the call that produced it (`summary="results"`,
+the default: a small base model's free text is worse than the results themselves), or a
+bounded summary the base model writes from them (`summary="model"`). Arguments the model cannot produce,
 and tool errors, become observations it can react to; the same call repeated beyond a limit
 ends the loop with an explanation. A toolset without trained adapters runs zero-shot on the
 base model, and its steps say so.
@@ -45,7 +47,9 @@ class Budget:
     timeout_s: float = 50.0
     max_tokens: int = 4096  # generated tokens: arguments and summary
     repeat_limit: int = 2  # the same call (tool and arguments) at most this many times
-    observation_tokens: int = 1024
+    # What the model sees of each result (the whole result stays in the trajectory). Training cuts
+    # histories to the same budget; on a CPU every token of history costs in every later call.
+    observation_tokens: int = 384
     summary_tokens: int = 256
 
 
@@ -78,11 +82,15 @@ class Outcome:
 
 
 class Agent:
-    def __init__(self, backend: Backend, hub: Hub, adapters: AdapterIndex, fmt: ChatFormat, route: bool = True) -> None:
+    def __init__(
+        self, backend: Backend, hub: Hub, adapters: AdapterIndex, fmt: ChatFormat, route: bool = True,
+        summary: str = "results",
+    ) -> None:  # fmt: skip
         self.backend = backend
         self.hub = hub
         self.adapters = adapters
         self.fmt = fmt
+        self.summary = summary
         # False: the routing ablation. No router; the toolsets are offered in registry order, and
         # each selector decides whether its toolset has more to do.
         self.route = route
@@ -159,7 +167,10 @@ class Agent:
             if tokens > budget.max_tokens:
                 stopped, explanation = "token_budget", f"stopped at the budget of {budget.max_tokens} generated tokens"
                 break
-        summary = await self._summarize(task, history, budget, deadline, stopped, explanation, report)
+        if self.summary == "results":
+            summary = _results(steps, "" if stopped == "summarize" else f"[{explanation}] ")
+        else:
+            summary = await self._summarize(task, history, budget, deadline, stopped, explanation, report)
         return Outcome(task, summary, stopped, explanation, steps, sorted(toolsets), time.monotonic() - started, router)
 
     async def _route_and_select(
@@ -209,6 +220,15 @@ class Agent:
         with anyio.move_on_after(max(1.0, deadline - time.monotonic() + 10)):
             return note + (await self.backend.generate_text(prompt.text, None, budget.summary_tokens)).strip()
         return note + "Last result: " + history[-1].observation[:500]
+
+
+def _results(steps: list[Step], note: str) -> str:
+    """The answer as what the tools returned: every successful call's whole output under its call."""
+    done = [step for step in steps if step.arguments is not None and not step.is_error]
+    if not done:
+        return note + "No tool call succeeded." if steps else note + "No tool was called."
+    parts = [f"{step.toolset}.{step.tool}({json.dumps(step.arguments, ensure_ascii=False)}):\n{step.observation}" for step in done]
+    return note + "\n\n".join(parts)
 
 
 def _ms(since: float) -> float:
