@@ -49,7 +49,7 @@ class Budget:
     repeat_limit: int = 2  # the same call (tool and arguments) at most this many times
     # What the model sees of each result (the whole result stays in the trajectory). Training cuts
     # histories to the same budget; on a CPU every token of history costs in every later call.
-    observation_tokens: int = 384
+    observation_tokens: int = 256
     summary_tokens: int = 256
 
 

@@ -70,7 +70,8 @@ def test_plans_are_balanced_varied_and_chain_tools(filesystem_toolset: Toolset, 
     assert per_tool.pop("read_file") == 0 and set(per_tool.values()) == {10}
     assert {p.style for p in plans} >= {"imperative", "question", "terse", "polite"}
     chains = {p.kind for p in plans} - {"single"}
-    assert chains == {"list-then-read", "find-then-read", "info-then-read", "write-then-read", "mkdir-then-write", "read-then-read"}
+    assert chains == {"list-then-read", "find-then-read", "info-then-read", "search-then-info", "write-then-read",
+                      "mkdir-then-write", "read-then-read"}
     assert len({p.query for p in plans}) > 0.9 * len(plans)
     assert plans == synthesize(filesystem_toolset, env, per_tool=10, seed=0, root="/srv/ws")
     for plan in plans:

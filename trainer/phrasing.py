@@ -216,29 +216,48 @@ LIST_THEN_READ = [
     "check what I keep under {d} and show me {n}", "list {d}; after that, print {n} from it",
     "browse {d} and then read the file {n} there", "what files are in {d}? I also want to see {n} in there",
     "show me the folder {d}, then the contents of its {n}",
+    "1) list {d}\n2) read {n} in it", "Step 1: look at the entries of {d}. Step 2: open {n} from that folder.",
+    "1. Show what {d} holds.\n2. Print {n} from there.", "- list {d}\n- then read {n} inside it",
 ]
 FIND_THEN_READ = [
     "read {n}", "show me {n}", "what does {n} say?", "open {n}", "find {n} and show me what it says",
     "I can't remember where {n} is — read it for me", "locate {n}, then print it", "where's {n}? open it",
+    "1) find {n}\n2) show its contents", "Step 1: search the workspace for {n}. Step 2: read it.",
+    "1. Locate the file {n}.\n2. Open it.", "- find {n}\n- print it",
 ]
 INFO_THEN_READ = [
     "how big is {p}, and what does it say?", "check the size of {p}, then read it", "get info on {p} and show me its contents",
     "when was {p} last changed? also show me the text", "stat {p}, then cat it", "give me {p}'s details and then read it",
     "what are the details of {p}? and its contents too", "look up {p}'s metadata, then open it",
+    "1) stat {p}\n2) read it", "Step 1: get the size and dates of {p}. Step 2: print its text.",
+    "1. Look up the metadata of {p}.\n2. Show its contents.", "- file info for {p}\n- then its contents",
 ]
 WRITE_THEN_READ = [
     "save \"{c}\" to {p} and read it back", "write \"{c}\" in a new file {p}, then show me it",
     "create {p} with \"{c}\" and check what ended up in it", "jot \"{c}\" down in {p} and make sure it was saved",
     "put \"{c}\" into {p}, then print the file", "store \"{c}\" as {p} and confirm by reading it",
+    "1) create {p} with the text: {c}\n2) read it back", "Step 1: save \"{c}\" to {p}. Step 2: open {p} to verify.",
+    "1. Make a new file {p} that says: {c}\n2. Print it.", "- write \"{c}\" into {p}\n- show me the file afterwards",
 ]
 MKDIR_THEN_WRITE = [
     "make a folder {d} and put a file {n} in it saying \"{c}\"", "create the directory {d}, then write \"{c}\" to {d}/{n}",
     "set up {d} and save \"{c}\" as {n} inside it", "mkdir {d}, then create {d}/{n} containing \"{c}\"",
     "new folder {d} with a file {n} that reads \"{c}\"", "I need a folder {d} holding {n} with the text \"{c}\"",
+    "1) mkdir {d}\n2) save \"{c}\" as {d}/{n}", "Step 1: create the folder {d}. Step 2: write {d}/{n} containing \"{c}\".",
+    "1. Make the directory {d}.\n2. In it, create {n} with: {c}", "- new folder {d}\n- file {n} inside it saying \"{c}\"",
 ]
 READ_THEN_READ = [
     "first read {p}, then {q}", "open {p}; after that, open {q}", "read {p}. Then read {q} too",
     "show me {p} and afterwards {q}", "start with {p}, then show me {q}", "read {p}, and once done, read {q}",
+    "1) read {p}\n2) read {q}", "Step 1: open {p}. Step 2: open {q}.", "1. Print {p}.\n2. Print {q}.",
+    "- show {p}\n- show {q}",
+]
+SEARCH_THEN_INFO = [
+    "find the {label} files in {d}, then tell me how big {p} is", "which {label} files does {d} have? and when was {p} changed?",
+    "search {d} for {label} files and give me the details of {p}", "list the {label} files under {d}; also stat {p}",
+    "look for {label} files in {d}, then get the metadata of {p}", "any {label} files in {d}? I also need the size of {p}",
+    "1) search {d} for {label} files\n2) file info of {p}", "Step 1: find {label} files in {d}. Step 2: get the size and dates of {p}.",
+    "1. Look for {label} files under {d}.\n2. Show the details of {p}.", "- {label} files in {d}\n- metadata of {p}",
 ]
 CONTENTS = [
     "Buy stamps on Monday.", "Budget approved: 2,400 EUR.", "Meet Mei at 09:15.", "remember the backup",
@@ -359,11 +378,18 @@ def file_move(s: Speaker, env: FixtureEnv, tool: str) -> Phrased:
 def file_search(s: Speaker, env: FixtureEnv, tool: str) -> Phrased:
     if s.rng.random() < 0.6:
         extension = s.rng.choice([e for e in EXTENSIONS if any(p.endswith("." + e) for p in env.files)])
-        label = s.rng.choice(EXTENSIONS[extension])
+        label, pattern = _glob(s, extension)
         written, argument = s.folder(s.rng.choice(env.dirs))
-        return _say(s, SEARCH_EXT, "single", [(tool, {"path": argument, "pattern": f"**/*.{extension}"})], label=label, d=written)
+        return _say(s, SEARCH_EXT, "single", [(tool, {"path": argument, "pattern": pattern})], label=label, d=written)
     name = PurePosixPath(s.rng.choice(list(env.files))).name
     return _say(s, SEARCH_NAME, "single", [(tool, {"path": ".", "pattern": f"**/{name}"})], n=name)
+
+
+def _glob(s: Speaker, extension: str) -> tuple[str, str]:
+    """How a person names a kind of file, and the pattern that finds it: a glob they write is
+    copied as written; a kind they name ("markdown", ".md") is searched for at every depth."""
+    label = s.rng.choice(EXTENSIONS[extension])
+    return (f"`{label}`" if s.rng.random() < 0.5 else label, label) if "*" in label else (label, f"**/*.{extension}")
 
 
 def file_info(s: Speaker, env: FixtureEnv, tool: str) -> Phrased:
@@ -394,6 +420,17 @@ def chain_find_then_read(s: Speaker, env: FixtureEnv, tools: dict[str, str]) -> 
     name, paths = s.rng.choice(sorted((n, p) for n, p in names.items() if len(p) == 1 and "/" in p[0]))
     calls = [(tools["search"], {"path": ".", "pattern": f"**/{name}"}), (tools["read"], {"path": _served(s, paths[0])})]
     return _say(s, FIND_THEN_READ, "find-then-read", calls, n=name)
+
+
+def chain_search_then_info(s: Speaker, env: FixtureEnv, tools: dict[str, str]) -> Phrased:
+    path = s.rng.choice([p for p in env.text_files() if "/" in p and "." in PurePosixPath(p).name])
+    extension = PurePosixPath(path).suffix.lstrip(".").lower()
+    if extension not in EXTENSIONS:
+        extension = "txt"
+    label, pattern = _glob(s, extension)
+    (written, argument), (p, info) = s.folder(_folder_of(path)), s.file(path)
+    calls = [(tools["search"], {"path": argument, "pattern": pattern}), (tools["info"], {"path": info})]
+    return _say(s, SEARCH_THEN_INFO, "search-then-info", calls, label=label, d=written, p=p)
 
 
 def chain_info_then_read(s: Speaker, env: FixtureEnv, tools: dict[str, str]) -> Phrased:
@@ -512,6 +549,7 @@ CHAINS: dict[str, tuple[tuple[str, ...], Chain]] = {
     "list-then-read": (("list", "read"), chain_list_then_read),
     "find-then-read": (("search", "read"), chain_find_then_read),
     "info-then-read": (("info", "read"), chain_info_then_read),
+    "search-then-info": (("search", "info"), chain_search_then_info),
     "write-then-read": (("write", "read"), chain_write_then_read),
     "mkdir-then-write": (("mkdir", "write"), chain_mkdir_then_write),
     "read-then-read": (("read",), chain_read_then_read),

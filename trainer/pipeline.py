@@ -59,7 +59,7 @@ class TrainOptions:
     teacher: TeacherSettings | None = None
     lora: LoraSettings = LoraSettings()
     # Decoupling lets each half have its own schedule: None trains argument adapters like the rest.
-    arguments_learning_rate: float | None = None
+    arguments: LoraSettings | None = None
     evaluate: bool = True
     progress: bool = True
     on_progress: Progress | None = None
@@ -80,12 +80,14 @@ class TrainOptions:
             # against 4.2 s for 8 selector rows).
             lora = LoraSettings(r=16, alpha=32, learning_rate=2e-4, epochs=2.0, min_steps=6, batch_size=8, accumulation=2,
                                 bf16=True, layers=(9, 18))
-            return replace(cls(examples_per_tool=12, test_size=20, lora=lora, arguments_learning_rate=5e-4), **overrides)
+            # A tool's arguments: about ten short examples, learnt to the copy in a few steps.
+            arguments = replace(lora, learning_rate=5e-4, batch_size=8, accumulation=1, min_steps=4)
+            return replace(cls(examples_per_tool=12, test_size=20, lora=lora, arguments=arguments), **overrides)
         # The tiny random model. rsLoRA scales updates by alpha/sqrt(r) = 8: at 5e-3 the router only learned the class prior
         # (train accuracy 0.44); at 1e-3 it learns the request (train 0.80, held-out 0.72). Argument
         # adapters, with a few dozen steps each, still need 5e-3 to write well-formed values.
         lora = LoraSettings(r=16, alpha=32, learning_rate=1e-3, epochs=5.0, min_steps=30, batch_size=4)
-        quick = cls(examples_per_tool=20, test_size=20, lora=lora, arguments_learning_rate=5e-3)
+        quick = cls(examples_per_tool=20, test_size=20, lora=lora, arguments=replace(lora, learning_rate=5e-3))
         return replace(quick, **overrides)
 
 
@@ -170,7 +172,8 @@ def training_inputs(registry: Registry, server: str, fingerprint: str, options: 
     record = {
         "fingerprint": fingerprint, "description": registry.config.servers[server].description, "seed": options.seed,
         "examples_per_tool": options.examples_per_tool, "test_size": options.test_size, "teacher": teacher,
-        "mode": options.mode, "lora": options.lora.as_dict(), "arguments_learning_rate": options.arguments_learning_rate,
+        "mode": options.mode, "lora": options.lora.as_dict(),
+        "arguments": options.arguments and options.arguments.as_dict(),
         "chat_format": model_format(registry.config.model, model_path(registry.config.model, registry.base_dir)).name,
         "version": __version__, "foreign": others,
     }  # fmt: skip
@@ -222,11 +225,11 @@ def _train_adapters(registry: Registry, server: str, options: TrainOptions, stor
         server=server, fingerprint=build.fingerprint, base_model=base, base_model_id=base_id, mode=options.mode,
         dataset_hash=build.hash, inputs=inputs, counts=build.counts, agentflux_version=__version__,
         hyperparameters=options.lora.as_dict() | {"examples_per_tool": options.examples_per_tool, "seed": options.seed,
-                                                  "arguments_learning_rate": options.arguments_learning_rate},
+                                                  "arguments": (options.arguments or options.lora).as_dict()},
     )
     # (folder, description, examples, settings) for every adapter this mode needs, examples built lazily.
     jobs: list[tuple[str, str, Callable[[], list], LoraSettings]] = []
-    arguments_lora = replace(options.lora, learning_rate=options.arguments_learning_rate or options.lora.learning_rate)
+    arguments_lora = options.arguments or options.lora
     if options.mode in ("decoupled", "both"):
         foreign = [t for other, (path, _) in _datasets(registry, exclude=server).items() for t in data.load(path)["train"]]
         jobs.append(("selector", f"{server} selector",

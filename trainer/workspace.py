@@ -56,6 +56,7 @@ HELDOUT_NAMES = {
     "Café": "Bäckerei", "UPPER": "CAPS", "photos": "pictures", "todo.txt": "tasks.txt", "Ideas.MD": "Plans.MD",
     "meeting 2026-03-02.md": "standup 2026-04-07.md", "shopping list.txt": "packing list.txt", "menü.txt": "preise.txt",
     "summary.json": "overview.json", "main.py": "app.py", "app.log": "server.log", "image1.png": "scan-02.png",
+    "notes.md": "memo.md",
 }
 WORLDS = ("train", "heldout")
 
