@@ -30,7 +30,7 @@ import yaml
 from mcp import Client, StdioServerParameters
 
 from agentflux.registry.loader import load_registry
-from agentflux.registry.store import AdapterStore, base_model_id
+from agentflux.registry.store import ROUTER, AdapterStore, base_model_id
 from agentflux.proxy.backends.factory import model_path
 from agentflux.trainer.ablations import markdown_table
 from agentflux.trainer.bench import exact_toolfit
@@ -153,6 +153,14 @@ def ablation_tables(registry_path: Path) -> None:
         results = {name: value for name, value in manifest.metrics.items() if isinstance(value, dict)}
         banner(f"ablation: {server}")
         print(markdown_table(server, results, manifest.metrics["test_trajectories"]))
+    router = AdapterStore().manifests(ROUTER, base_id)
+    if router and router[0].metrics:
+        metrics = router[0].metrics
+        banner("routing between the toolsets (held out)")
+        print("| router | routing accuracy |\n|---|---|")
+        for name, label in (("base", "base model, zero-shot"), ("adapter", "router adapter")):
+            print(f"| {label} | {metrics[name]['routing_accuracy']:.2f} |")
+        print(f"({metrics['base']['steps']} steps of {metrics['test_trajectories']} held-out tasks)")
 
 
 def main() -> None:

@@ -57,6 +57,23 @@ async def selection(
     return {"selection_accuracy": correct / steps if steps else 0.0, "steps": steps}
 
 
+async def routing(
+    backend: Backend, fmt: ChatFormat, toolsets: Sequence[Toolset], tests: dict[str, Sequence[Trajectory]],
+    router: str | None,
+) -> dict[str, float]:
+    """How often the router names the toolset that made each recorded call, or `summarize` after the last."""
+    steps = correct = 0
+    for server, trajectories in tests.items():
+        for trajectory in trajectories:
+            calls_so_far = history(trajectory, backend.tokenizer)
+            for index in range(len(calls_so_far) + 1):
+                expected = server if index < len(calls_so_far) else SUMMARIZE
+                prompt = protocol.route_prompt(fmt, trajectory.query, calls_so_far[:index], toolsets)
+                correct += prompt.answer(await backend.choose(prompt.text, prompt.continuations(), router)) == expected
+                steps += 1
+    return {"routing_accuracy": correct / steps if steps else 0.0, "steps": steps}
+
+
 async def arguments(
     backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], adapters: dict[str, str]
 ) -> dict[str, float]:

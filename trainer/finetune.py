@@ -188,8 +188,6 @@ def train_adapter(
             disable_tqdm=not progress,
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
-            # Batches of similar lengths: rows are padded to the longest, and padding costs as much as text.
-            train_sampling_strategy="group_by_length",
         )
         trainer = _sparse_trainer_class()(
             model=model,
