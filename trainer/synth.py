@@ -254,7 +254,7 @@ def synthesize(
             plans.append(Plan(describe(tool, arguments, style, rng), [PlannedCall(tool.name, arguments)], style))
     if chains and env is not None:
         for kind in CHAINS:
-            for _ in range(max(2, 3 * per_tool // 4)):
+            for _ in range(max(2, per_tool // 2)):
                 phrased = plan_chain(kind, speaker, env, intents)
                 if phrased is not None:
                     plans.append(_plan(phrased))
