@@ -80,15 +80,19 @@ def test_loss_masks_cover_exactly_the_answer(tokenizer) -> None:
     assert masked_text(tokenizer, call) == '<tool_call>\n{"name": "read_text_file", "arguments": {"path": "a"}}\n</tool_call><|im_end|>'
 
 
+@pytest.mark.parametrize("family", ["qwen2.5", "gemma3"])
 @pytest.mark.parametrize("kind", ["route", "select", "arguments", "call"])
-def test_training_tokens_are_the_natural_tokenization(tokenizer, kind: str) -> None:
+def test_training_tokens_are_the_natural_tokenization(request, family: str, kind: str) -> None:
     """Prompt and completion are tokenized apart (as served); that equals tokenizing the whole text,
-    so the model never sees a token boundary in training that it would not see in real text."""
+    so the model never sees a token boundary in training that it would not see in real text. For
+    each family, with its own tokenizer."""
+    fmt = protocol.chat_format(family)
+    tokenizer = request.getfixturevalue("tokenizer" if family == "qwen2.5" else "gemma_tokenizer")
     example = {
-        "route": lambda: protocol.route_example(FMT, TASK, HISTORY, [FILESYSTEM, TIME], "filesystem"),
-        "select": lambda: protocol.select_example(FMT, TASK, HISTORY, FILESYSTEM, "list_directory"),
-        "arguments": lambda: protocol.arguments_example(FMT, TASK, HISTORY, LIST, {"path": "projects/alpha"}),
-        "call": lambda: protocol.call_example(FMT, TASK, HISTORY, FILESYSTEM, "list_directory", {"path": "x"}),
+        "route": lambda: protocol.route_example(fmt, TASK, HISTORY, [FILESYSTEM, TIME], "filesystem"),
+        "select": lambda: protocol.select_example(fmt, TASK, HISTORY, FILESYSTEM, "list_directory"),
+        "arguments": lambda: protocol.arguments_example(fmt, TASK, HISTORY, LIST, {"path": "projects/alpha"}),
+        "call": lambda: protocol.call_example(fmt, TASK, HISTORY, FILESYSTEM, "list_directory", {"path": "x"}),
     }[kind]()
     ids, _ = protocol.tokenize_example(tokenizer, example)
     assert ids == protocol.encode(tokenizer, example.prompt + example.completion)
@@ -192,18 +196,6 @@ def test_gemma_loss_masks_cover_exactly_the_answer(gemma_tokenizer) -> None:
     assert masked(arguments) == ' {"path": "notes/été.md"}'
     call = protocol.call_example(GEMMA, TASK, HISTORY, FILESYSTEM, "read_text_file", {"path": "a"})
     assert masked(call) == '{"name": "read_text_file", "arguments": {"path": "a"}}<end_of_turn>'
-
-
-@pytest.mark.parametrize("kind", ["route", "select", "arguments", "call"])
-def test_gemma_training_tokens_are_the_natural_tokenization(gemma_tokenizer, kind: str) -> None:
-    example = {
-        "route": lambda: protocol.route_example(GEMMA, TASK, HISTORY, [FILESYSTEM, TIME], "filesystem"),
-        "select": lambda: protocol.select_example(GEMMA, TASK, HISTORY, FILESYSTEM, "list_directory"),
-        "arguments": lambda: protocol.arguments_example(GEMMA, TASK, HISTORY, LIST, {"path": "projects/alpha"}),
-        "call": lambda: protocol.call_example(GEMMA, TASK, HISTORY, FILESYSTEM, "list_directory", {"path": "x"}),
-    }[kind]()
-    ids, _ = protocol.tokenize_example(gemma_tokenizer, example)
-    assert ids == protocol.encode(gemma_tokenizer, example.prompt + example.completion)
 
 
 def test_gemma_names_end_unambiguously(gemma_tokenizer) -> None:
