@@ -74,7 +74,7 @@ def _requests(text: str, count: int) -> tuple[list[str], int]:
 
 
 async def teacher_trajectories(fixture: FixtureServer, toolset: Toolset, options: Any) -> tuple[list[Trajectory], Counter[str]]:
-    teacher = ChatClient(options.teacher.url, options.teacher.model, options.teacher.api_key)
+    teacher = ChatClient(options.teacher.url, options.teacher.model, options.teacher.api_key, seed=options.seed)
     rejected: Counter[str] = Counter()
     trajectories: list[Trajectory] = []
     try:
