@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 SUMMARIZE = "summarize"
@@ -48,6 +48,10 @@ SUMMARY_SYSTEM = (
 )
 SUMMARIZE_DESCRIPTION = "Finish: the task is done, or cannot go further with these tools."
 DESCRIPTION_CHARS = 240
+# A choice (which toolset, which tool, or done) needs to know what each call returned, not all of
+# it: its results are shown up to this many characters. Only the arguments prompt, which may
+# copy a value out of a result, sees the whole (already truncated) observation.
+CHOICE_OBSERVATION_CHARS = 240
 
 
 @dataclass(frozen=True)
@@ -263,8 +267,15 @@ SUMMARIZE_TOOL = Tool(SUMMARIZE, SUMMARIZE_DESCRIPTION, {"type": "object", "prop
 
 
 def _choice(fmt: ChatFormat, kind: Kind, system: str, tools: Sequence[Tool], task: str, history: Sequence[Call]) -> Prompt:
-    text = fmt.conversation(system, tools, task, history) + fmt.name_prefix()
+    text = fmt.conversation(system, tools, task, [_glimpse(call) for call in history]) + fmt.name_prefix()
     return Prompt(kind, text, {tool.name: fmt.name_continuation(tool.name) for tool in tools})
+
+
+def _glimpse(call: Call) -> Call:
+    if len(call.observation) <= CHOICE_OBSERVATION_CHARS:
+        return call
+    cut = len(call.observation) - CHOICE_OBSERVATION_CHARS
+    return replace(call, observation=f"{call.observation[:CHOICE_OBSERVATION_CHARS]}\n[… {cut} more characters]")
 
 
 def route_prompt(fmt: ChatFormat, task: str, history: Sequence[Call], toolsets: Sequence[Toolset]) -> Prompt:

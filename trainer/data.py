@@ -4,7 +4,8 @@ Validation keeps a trajectory only if every call names a tool of the server, its
 validate against the tool's schema (required keys, types, and no key the schema does not
 declare), every executed call succeeded, the request is not a duplicate, and it fits the
 length limits; every rejection is counted by reason. The test split is balanced across tools
-and drawn first; the rest is split 80/20 into train and validation. Everything is a function
+and drawn first; the rest is split 80/20 into train and validation, or all of it trains when
+the test set comes from a held-out world (validation is then empty). Everything is a function
 of the seed, and datasets are written atomically.
 """
 
@@ -101,7 +102,9 @@ def split(
     chosen = {id(t) for t in test}
     rest = [t for t in trajectories if id(t) not in chosen]
     rng.shuffle(rest)
-    cut = int(round(len(rest) * 0.8))
+    # With a held-out test set from another world, validation would only withhold examples
+    # that a few-shot recipe needs: everything trains.
+    cut = len(rest) if heldout is not None else int(round(len(rest) * 0.8))
     return {"train": rest[:cut], "validation": rest[cut:], "test": test}
 
 

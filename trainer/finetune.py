@@ -138,7 +138,11 @@ def train_adapter(
         raise ValueError(f"no training examples for {description}")
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    bf16 = settings.bf16 and bf16_supported()
+    # Under bf16 autocast every matmul reads the frozen weights in bf16 anyway: storing them so
+    # saves the cast of every weight in every forward (a fifth of a CPU step) and half the memory.
+    # The LoRA weights peft adds stay float32, as the optimizer needs.
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
     dataset = Dataset.from_dict(
         {"input_ids": [ids for ids, _ in examples], "completion_mask": [mask for _, mask in examples]}
     )
@@ -182,7 +186,7 @@ def train_adapter(
             dataloader_pin_memory=False,
             save_strategy="no",
             report_to=[],
-            bf16=settings.bf16 and bf16_supported(),
+            bf16=bf16,
             gradient_checkpointing=False,
             max_length=None,
             disable_tqdm=not progress,
