@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentflux.proxy import protocol
 from agentflux.proxy.backends import Backend, GenerationError
-from agentflux.proxy.protocol import SUMMARIZE, ChatFormat, Toolset
+from agentflux.proxy.protocol import SUMMARIZE, Call, ChatFormat, Prompt, Toolset
 from agentflux.trainer.collect import Trajectory
 from agentflux.trainer.examples import history
 
@@ -41,20 +41,34 @@ def arguments_match(generated: Any, expected: dict[str, Any]) -> bool:
     return isinstance(generated, dict) and set(generated) == set(expected) and normalize(generated) == normalize(expected)
 
 
+async def _choices(
+    backend: Backend,
+    tests: Sequence[Trajectory],
+    prompt_of: Callable[[str, list[Call]], Prompt],
+    expected_of: Callable[[Call], str],
+    adapter: str | None,
+) -> tuple[int, int]:
+    """(right, asked) over every step of every trajectory and its end, where the answer is
+    `summarize`: the step's prompt, and the choice the recorded call stands for."""
+    asked = right = 0
+    for trajectory in tests:
+        calls_so_far = history(trajectory, backend.tokenizer)
+        for index in range(len(calls_so_far) + 1):
+            expected = expected_of(calls_so_far[index]) if index < len(calls_so_far) else SUMMARIZE
+            prompt = prompt_of(trajectory.query, calls_so_far[:index])
+            right += prompt.answer(await backend.choose(prompt.text, prompt.continuations(), adapter)) == expected
+            asked += 1
+    return right, asked
+
+
 async def selection(
     backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], selector: str | None
 ) -> dict[str, float]:
     """How often the selector picks the recorded tool, or `summarize` after the last call."""
-    steps = correct = 0
-    for trajectory in tests:
-        calls_so_far = history(trajectory, backend.tokenizer)
-        for index in range(len(calls_so_far) + 1):
-            expected = calls_so_far[index].tool if index < len(calls_so_far) else SUMMARIZE
-            prompt = protocol.select_prompt(fmt, trajectory.query, calls_so_far[:index], toolset)
-            chosen = prompt.answer(await backend.choose(prompt.text, prompt.continuations(), selector))
-            steps += 1
-            correct += chosen == expected
-    return {"selection_accuracy": correct / steps if steps else 0.0, "steps": steps}
+    right, steps = await _choices(
+        backend, tests, lambda task, calls: protocol.select_prompt(fmt, task, calls, toolset), lambda call: call.tool, selector
+    )
+    return {"selection_accuracy": right / steps if steps else 0.0, "steps": steps}
 
 
 async def routing(
@@ -62,16 +76,14 @@ async def routing(
     router: str | None,
 ) -> dict[str, float]:
     """How often the router names the toolset that made each recorded call, or `summarize` after the last."""
-    steps = correct = 0
+    steps = right = 0
     for server, trajectories in tests.items():
-        for trajectory in trajectories:
-            calls_so_far = history(trajectory, backend.tokenizer)
-            for index in range(len(calls_so_far) + 1):
-                expected = server if index < len(calls_so_far) else SUMMARIZE
-                prompt = protocol.route_prompt(fmt, trajectory.query, calls_so_far[:index], toolsets)
-                correct += prompt.answer(await backend.choose(prompt.text, prompt.continuations(), router)) == expected
-                steps += 1
-    return {"routing_accuracy": correct / steps if steps else 0.0, "steps": steps}
+        done, asked = await _choices(
+            backend, trajectories, lambda task, calls: protocol.route_prompt(fmt, task, calls, toolsets),
+            lambda call, server=server: server, router,
+        )  # fmt: skip
+        right, steps = right + done, steps + asked
+    return {"routing_accuracy": right / steps if steps else 0.0, "steps": steps}
 
 
 async def arguments(

@@ -262,11 +262,9 @@ def _train_adapters(registry: Registry, server: str, options: TrainOptions, stor
 async def _evaluate_all(registry: Registry, folder: Path, manifest: Manifest, toolset: Toolset,
                         tests: list[Trajectory]) -> dict[str, Any]:
     """Every system the adapter set allows (ablations.py), on the held-out test set."""
-    from agentflux.proxy.backends.hf import TransformersBackend
-
     settings = registry.config.model
     base = model_path(settings, registry.base_dir)
-    backend = TransformersBackend(base, dtype=resolve_dtype("auto", base), max_json_tokens=96)
+    backend = _evaluation_backend(base)
     try:
         return await evaluate_systems(backend, model_format(settings, base), toolset, tests, folder, manifest)
     finally:
@@ -349,12 +347,18 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
     return store.publish(staging, manifest)
 
 
+def _evaluation_backend(base: str) -> Any:
+    """The base model as serving loads it (its dtype), for held-out measurements."""
+    from agentflux.proxy.backends.hf import TransformersBackend
+
+    return TransformersBackend(base, dtype=resolve_dtype("auto", base), max_json_tokens=96)
+
+
 async def _evaluate_router(base: str, fmt: Any, toolsets: list[Toolset], tests: dict[str, list[Trajectory]],
                            folder: Path) -> dict[str, Any]:
-    from agentflux.proxy.backends.hf import TransformersBackend
     from agentflux.trainer.evaluate import routing
 
-    backend = TransformersBackend(base, dtype=resolve_dtype("auto", base), max_json_tokens=96)
+    backend = _evaluation_backend(base)
     try:
         await backend.load_adapter("router", folder)
         return {"base": await routing(backend, fmt, toolsets, tests, None),
