@@ -172,3 +172,96 @@ async def test_all_three_backends_agree_token_for_token(hf_backend, vllm_backend
             assert scores == pytest.approx(reference[0], abs=2e-3), (adapter, name)
             assert arguments == reference[2], (adapter, name)
             assert text == reference[3], (adapter, name)
+
+
+def reference_scores(model: Any, tokenizer: Any, prompt: str, candidates: list[str]) -> list[float]:
+    """Each candidate's log-probability from one plain forward over prompt + candidate: no cache of any kind."""
+    import torch
+
+    prompt_ids = protocol.encode(tokenizer, prompt)
+    scores = []
+    for candidate in candidates:
+        ending = protocol.encode(tokenizer, candidate)
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([prompt_ids + ending])).logits[0].float()
+        logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+        scores.append(float(sum(logprobs[i, token] for i, token in enumerate(ending))))
+    return scores
+
+
+async def test_a_prompt_that_opens_like_an_earlier_one_prefills_only_the_rest_and_scores_the_same(
+    tiny_model: Path, adapters: dict[str, Path]
+) -> None:
+    from agentflux.proxy.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(str(tiny_model), dtype="float32", max_json_tokens=96)
+    for name, path in adapters.items():
+        await backend.load_adapter(name, path)
+    first = protocol.select_prompt(FMT, "show me notes/todo.txt", [], FILESYSTEM)
+    call = protocol.Call("read_text_file", {"path": "notes/todo.txt"}, "buy milk\nfix the bike")
+    second = protocol.select_prompt(FMT, "show me notes/todo.txt", [call], FILESYSTEM)
+    other = protocol.select_prompt(FMT, "what is in projects?", [], FILESYSTEM)
+    reader = backend.model
+    reader.set_adapter("reader")
+    expected = {p.text: reference_scores(reader, backend.tokenizer, p.text, p.continuations()) for p in (first, second, other)}
+    stats = backend.prefixes.stats
+    assert (stats.lookups, stats.hits) == (0, 0)
+
+    assert await backend.scores(first.text, first.continuations(), "reader") == pytest.approx(expected[first.text], abs=1e-4)
+    assert stats.hits == 0
+    length = len(protocol.encode(backend.tokenizer, first.text))
+    # The next step's prompt is the first one plus a call and its result: only those are prefilled.
+    assert await backend.scores(second.text, second.continuations(), "reader") == pytest.approx(expected[second.text], abs=1e-4)
+    assert stats.hits == 1 and stats.reused_tokens >= length - 2
+    # Another request to the toolset reuses the system text and tool list.
+    reused = stats.reused_tokens
+    assert await backend.scores(other.text, other.continuations(), "reader") == pytest.approx(expected[other.text], abs=1e-4)
+    head = len(protocol.encode(backend.tokenizer, first.text.split("<|im_start|>user")[0]))
+    assert stats.hits == 2 and stats.reused_tokens - reused >= head
+
+    # Another adapter's states differ: nothing is shared across adapters.
+    await backend.scores(first.text, first.continuations(), "lister")
+    assert stats.hits == 2
+    # Arguments: a cached prefix gives the same greedy tokens as none.
+    arguments = ARGUMENTS["reader"]
+    cold = await backend.generate_json(arguments.text, READ.parameters, "reader")
+    hits, reused = stats.hits, stats.reused_tokens
+    assert await backend.generate_json(arguments.text, READ.parameters, "reader") == cold == TRAINED["reader"][1]
+    assert stats.hits == hits + 1 and stats.reused_tokens - reused == len(protocol.encode(backend.tokenizer, arguments.text)) - 1
+    # A reloaded adapter may have new weights: its cached states are dropped.
+    await backend.load_adapter("reader", adapters["reader"])
+    await backend.scores(first.text, first.continuations(), "reader")
+    assert stats.hits == hits + 1
+
+
+async def test_the_prefix_cache_stays_within_its_byte_bound(tiny_model: Path) -> None:
+    from agentflux.proxy.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(str(tiny_model), dtype="float32", max_json_tokens=96, prefix_cache_bytes=2**20)
+    for index in range(12):
+        prompt = protocol.select_prompt(FMT, f"request {index} " * 20, [], FILESYSTEM)
+        await backend.scores(prompt.text, prompt.continuations(), None)
+    assert 0 < len(backend.prefixes) < 12 and backend.prefixes.nbytes <= 2**20
+
+
+async def test_the_prefix_cache_is_exact_across_gemmas_sliding_window_layers(gemma_model: Path) -> None:
+    """Gemma 3 attends over a 512-token window in five of every six layers, and its own cache
+    crops those layers to the window; a cached prefix longer than the window must still score
+    a longer prompt exactly as one plain forward does."""
+    from agentflux.proxy.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(str(gemma_model), dtype="float32", max_json_tokens=32)
+    fmt = protocol.Gemma3()
+    lines = "\n".join(f"{index:03d} line of the report with some words in it" for index in range(60))
+    calls = [protocol.Call("read_text_file", {"path": f"reports/{name}.txt"}, lines) for name in ("q1", "q2")]
+    candidates = [protocol.arguments_continuation({"path": f"reports/{name}.txt"}) for name in ("q1", "q2", "q3")]
+    earlier = protocol.arguments_prompt(fmt, "read every report", calls[:1], READ)
+    later = protocol.arguments_prompt(fmt, "read every report", calls, READ)
+    sizes = [len(protocol.encode(backend.tokenizer, p.text)) for p in (earlier, later)]
+    assert 512 < sizes[0] < sizes[1]
+
+    await backend.scores(earlier.text, candidates, None)
+    reused = backend.prefixes.stats.reused_tokens
+    scores = await backend.scores(later.text, candidates, None)
+    assert backend.prefixes.stats.reused_tokens - reused > 512
+    assert scores == pytest.approx(reference_scores(backend.model, backend.tokenizer, later.text, candidates), abs=2e-3)

@@ -2,6 +2,9 @@
 
 Runs anywhere torch does (CPU, Apple, CUDA). Calls are serialized on one worker thread: a
 model holds one active adapter at a time, and a CPU has no spare cores to run two anyway.
+Every call prefills only what follows the longest prompt prefix it has seen
+(`prefix_cache.py`): a toolset's fixed prompt head once per adapter, and each step only the
+call and result the previous step's prompt lacked.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import anyio
 
 from agentflux.proxy.backends import GenerationError, best_candidate
 from agentflux.proxy.backends.grammar import arguments_grammar, check_arguments
+from agentflux.proxy.backends.prefix_cache import DEFAULT_BYTES, PrefixCache
 from agentflux.proxy.protocol import encode, parse_arguments
 
 logger = logging.getLogger(__name__)
 
 
 class TransformersBackend:
-    def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu", max_json_tokens: int = 512) -> None:
+    def __init__(
+        self, model_path: str, *, dtype: str = "float32", device: str = "cpu", max_json_tokens: int = 512,
+        prefix_cache_bytes: int = DEFAULT_BYTES,
+    ) -> None:  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,6 +44,7 @@ class TransformersBackend:
         # backend can outlive one event loop.
         self._lock = threading.Lock()
         self._grammar_compiler: Any = None
+        self.prefixes = PrefixCache(prefix_cache_bytes)
         self.eos_ids = _eos_ids(self.base, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
 
@@ -57,6 +65,7 @@ class TransformersBackend:
 
         if name in self._adapters:
             self.model.delete_adapter(name)
+        self.prefixes.forget(name)
         if isinstance(self.model, PeftModel):
             self.model.load_adapter(str(path), adapter_name=name)
         else:
@@ -67,6 +76,7 @@ class TransformersBackend:
         def unload() -> None:
             if self._adapters.pop(name, None) is not None:
                 self.model.delete_adapter(name)
+            self.prefixes.forget(name)
 
         await anyio.to_thread.run_sync(self._locked, unload)
 
@@ -89,20 +99,31 @@ class TransformersBackend:
     async def scores(self, prompt: str, candidates: list[str], adapter: str | None) -> list[float]:
         return await anyio.to_thread.run_sync(self._locked, self._scores, prompt, candidates, adapter)
 
+    def _prefill(self, prompt_ids: list[int], adapter: str | None) -> tuple[Any, Any]:
+        """The cache after the prompt, and the log-probabilities of the token that follows it.
+
+        Only the tokens after the longest cached prefix run; the prompt's states are kept for
+        the prompts that open the same way (the same toolset, the next step)."""
+        torch = self._torch
+        reused, cache = self.prefixes.lookup(adapter, prompt_ids)
+        rest = torch.tensor([prompt_ids[reused:]], device=self.device)
+        positions = torch.arange(reused, len(prompt_ids), device=self.device).unsqueeze(0)
+        output = self.model(input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.prefixes.store(adapter, prompt_ids, cache)
+        return cache, torch.log_softmax(output.logits[0, -1].float(), dim=-1)
+
     def _scores(self, prompt: str, candidates: list[str], adapter: str | None) -> list[float]:
         """Total log-probability of each candidate after the prompt.
 
-        The prompt (thousands of tokens) is encoded once; its cache is repeated for every
-        candidate, and all candidates (a few tokens each) go through in one batched forward.
+        The prompt is prefilled once; its cache is repeated for every candidate, and all
+        candidates (a few tokens each) go through in one batched forward.
         """
         torch = self._torch
         prompt_ids = encode(self.tokenizer, prompt)
         endings = [encode(self.tokenizer, candidate) for candidate in candidates]
         width = max(len(ending) for ending in endings)
         with torch.inference_mode(), self._with_adapter(adapter):
-            prefix = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True, logits_to_keep=1)
-            first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
-            cache = prefix.past_key_values
+            cache, first = self._prefill(prompt_ids, adapter)
             cache.batch_repeat_interleave(len(endings))
             ids = torch.tensor([e + [self.pad_id] * (width - len(e)) for e in endings], device=self.device)
             mask = torch.tensor(
@@ -162,11 +183,14 @@ class TransformersBackend:
         from transformers import LogitsProcessorList
 
         torch = self._torch
-        input_ids = torch.tensor([encode(self.tokenizer, prompt)], device=self.device)
+        prompt_ids = encode(self.tokenizer, prompt)
+        input_ids = torch.tensor([prompt_ids], device=self.device)
         with torch.inference_mode(), self._with_adapter(adapter):
+            _, cache = self.prefixes.lookup(adapter, prompt_ids)
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
+                past_key_values=cache,
                 max_new_tokens=max_tokens,
                 do_sample=False,
                 logits_processor=LogitsProcessorList(processors),
@@ -174,6 +198,7 @@ class TransformersBackend:
                 pad_token_id=self.pad_id,
             )
         new = output[0, input_ids.shape[1] :].tolist()
+        self.prefixes.store(adapter, prompt_ids + new, cache)
         finished = bool(new) and new[-1] in self.eos_ids
         return (new[:-1] if finished else new), finished
 
