@@ -8,7 +8,7 @@ toolset name, or a whole call for the traditional baseline). trl turns the mask 
 The CPU-fast path (`_shared_prefix_loss`), exact in both parts: the examples of a batch share
 their prompt's head, which runs once per batch; and a 150k-262k-token vocabulary makes the
 output layer dominate a small model's step while only a handful of positions carry loss, so
-the model computes the logits of those positions only (`logits_to_keep=<indices>`).
+the output layer runs on the hidden states of those positions only.
 """
 
 from __future__ import annotations
@@ -70,14 +70,17 @@ def _shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: 
     """The batch's summed loss over its completion tokens, divided by their count.
 
     Two savings, both exact. The examples of one adapter share their prompt's head (system text
-    and tool list, most of every prompt): it is run once and its key/value states are repeated
-    for the rest of every row, and gradients through it add up as if each row had run it. And
-    logits (a 262k-entry output layer for Gemma) are computed only at positions whose next
-    token carries loss.
+    and tool list, most of every prompt): it runs once, through the layers only, and its
+    key/value states are repeated for the rest of every row; gradients through it add up as if
+    each row had run it. And the output layer (262k entries for Gemma, most of a small model's
+    step) runs only at the positions whose next token carries loss, row by row: a union of
+    positions over the batch would score every row where any row has a target.
     """
     import torch
     import torch.nn.functional as F
 
+    causal = model.get_base_model()
+    backbone = getattr(causal, causal.base_model_prefix)
     ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
     shared = int(((ids == ids[:1]).all(0) & (mask == 1).all(0)).long().cumprod(0).sum())
     # The token before the first target must be in the second pass, which predicts the targets.
@@ -85,19 +88,22 @@ def _shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: 
     shared = max(0, min(shared, first_target - 1))
     past = None
     if shared:
-        past = model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+        past = backbone(input_ids=ids[:1, :shared], use_cache=True).past_key_values
         past.batch_repeat_interleave(ids.shape[0])
-    targets = labels[:, shared + 1 :]
-    keep = (targets != -100).any(0).nonzero().squeeze(-1)
     positions = torch.arange(shared, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
-    outputs = model(
+    hidden = backbone(
         input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions, past_key_values=past,
-        logits_to_keep=keep, use_cache=past is not None,
-    )  # fmt: skip
-    chosen = targets[:, keep]
-    loss = F.cross_entropy(outputs.logits.float().flatten(0, 1), chosen.flatten(), ignore_index=-100, reduction="sum")
-    count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
-    return loss / count, outputs
+        use_cache=past is not None,
+    ).last_hidden_state  # fmt: skip
+    targets = labels[:, shared + 1 :]
+    scored = targets != -100
+    logits = causal.get_output_embeddings()(hidden[:, :-1][scored])
+    cap = getattr(causal.config, "final_logit_softcapping", None)
+    if cap:
+        logits = (logits / cap).tanh() * cap
+    loss = F.cross_entropy(logits.float(), targets[scored], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else scored.sum()
+    return loss / count, logits
 
 
 def _sparse_trainer_class() -> type:
