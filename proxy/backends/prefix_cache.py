@@ -110,9 +110,6 @@ class PrefixCache:
         for key in [k for k, e in self._entries.items() if e.adapter == adapter]:
             del self._entries[key]
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     @property
     def nbytes(self) -> int:
         return sum(entry.nbytes for entry in self._entries.values())

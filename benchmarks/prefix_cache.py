@@ -1,0 +1,162 @@
+"""Prefix caching on the transformers backend: every model call of held-out tasks, cache off and on.
+
+    .venv/bin/python benchmarks/prefix_cache.py --adapters FOLDER [--tasks 12] [--rounds 2]
+
+FOLDER is a toolset's published adapters (`$AGENTFLUX_HOME/adapters/<base>/<server>/<fingerprint>`,
+trained on the embedded model). Each held-out trajectory of the dataset those adapters were
+trained on is replayed step by step, as the agent runs it: the base model's route among the
+toolset and `summarize` (zero-shot router), the selector's choice, and the chosen tool's
+arguments, with the recorded calls as history. The same calls run with the prefix cache off
+(every prompt prefilled in full, today's path before the cache) and on, alternating per task
+in one process so both see the same machine. Reported: per-stage latency p50/p95, a step's
+latency by its position in the task, the share of prompt tokens prefilled, the cache's hit
+rate, and whether both paths chose and wrote the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+STAGES = ("route", "select", "arguments")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def replay(backend, fmt, toolset, trajectory, adapters: dict[str, str]) -> tuple[list[dict], list]:
+    """Per step: the milliseconds of each stage; and what the model answered."""
+    from agentflux.proxy import protocol
+    from agentflux.trainer.examples import history
+
+    others = protocol.Toolset("time", "Current time and time-zone conversion.", ())
+    calls = history(trajectory, backend.tokenizer)
+    steps, answers = [], []
+    for index in range(len(calls) + 1):
+        timings = {}
+        started = time.perf_counter()
+        route = protocol.route_prompt(fmt, trajectory.query, calls[:index], [toolset, others])
+        answers.append(await backend.choose(route.text, route.continuations(), None))
+        timings["route"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        select = protocol.select_prompt(fmt, trajectory.query, calls[:index], toolset)
+        answers.append(await backend.choose(select.text, select.continuations(), adapters["selector"]))
+        timings["select"] = (time.perf_counter() - started) * 1000
+        if index < len(calls):
+            tool = toolset.tool(calls[index].tool)
+            started = time.perf_counter()
+            prompt = protocol.arguments_prompt(fmt, trajectory.query, calls[:index], tool)
+            try:
+                answers.append(await backend.generate_json(prompt.text, tool.parameters, adapters[tool.name]))
+            except Exception as exc:  # a malformed answer is an answer too: both paths must agree on it
+                answers.append(type(exc).__name__)
+            timings["arguments"] = (time.perf_counter() - started) * 1000
+        steps.append(timings)
+    return steps, answers
+
+
+async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
+    from agentflux.proxy.backends.factory import resolve_dtype
+    from agentflux.proxy.backends.hf import TransformersBackend
+    from agentflux.proxy.backends.prefix_cache import PrefixCache
+    from agentflux.proxy.protocol import chat_format
+    from agentflux.registry.store import Manifest
+    from agentflux.trainer import data
+    from agentflux.trainer.pipeline import datasets_dir, toolset_of
+
+    manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
+    stored = next(p for p in (datasets_dir() / manifest.server).glob("*") if (p / "meta.json").exists()
+                  and json.loads((p / "meta.json").read_text()).get("hash") == manifest.dataset_hash)  # fmt: skip
+    meta = json.loads((stored / "meta.json").read_text())
+    splits = data.load(stored)
+    tests = splits["test"][:tasks]
+    servers = yaml.safe_load(registry.read_text())["mcpServers"]
+    description = servers.get(manifest.server, {}).get("description")
+    toolset = toolset_of(manifest.server, description, [_tool(t) for t in meta["tools"]])
+    backend = TransformersBackend(manifest.base_model, dtype=resolve_dtype("auto", manifest.base_model))
+    names = {"selector": f"{manifest.server}/selector"} | {tool: f"{manifest.server}/{tool}" for tool in manifest.tools}
+    await backend.load_adapter(names["selector"], folder / manifest.selector)
+    for tool, path in manifest.tools.items():
+        await backend.load_adapter(names[tool], folder / path)
+    fmt = chat_format("gemma3" if "gemma" in manifest.base_model.lower() else "qwen2.5")
+    steps: dict[str, list[tuple[int, dict]]] = {"off": [], "on": []}
+    answers: dict[str, list] = {"off": [], "on": []}
+    stats = {"prompt_tokens": 0, "reused_tokens": 0, "lookups": 0, "hits": 0}
+    # The path without the cache: one that keeps nothing. The cache on keeps its entries across tasks.
+    caches = {"off": PrefixCache(max_bytes=0), "on": backend.prefixes}
+    await replay(backend, fmt, toolset, tests[0], names)  # warm-up: lazy initialisation
+    for round_ in range(rounds):
+        for number, trajectory in enumerate(tests):
+            order = ("off", "on") if (number + round_) % 2 == 0 else ("on", "off")
+            for path in order:
+                backend.prefixes = caches[path]
+                before = dict(vars(backend.prefixes.stats))
+                timings, said = await replay(backend, fmt, toolset, trajectory, names)
+                steps[path] += list(enumerate(timings))
+                answers[path] += said
+                if path == "on":
+                    for key in stats:
+                        stats[key] += getattr(backend.prefixes.stats, key) - before[key]
+    result: dict = {"tasks": len(tests), "rounds": rounds, "server": manifest.server, "model": manifest.base_model}
+    for path, rows in steps.items():
+        row: dict = {}
+        for stage in STAGES:
+            values = [timings[stage] for _, timings in rows if stage in timings]
+            row[stage] = {"p50_ms": round(statistics.median(values)), "p95_ms": round(percentile(values, 0.95))}
+        totals = [sum(t.values()) for _, t in rows if "arguments" in t]
+        row["step"] = {"p50_ms": round(statistics.median(totals)), "p95_ms": round(percentile(totals, 0.95))}
+        for position in (0, 1, 2):
+            values = [sum(t.values()) for index, t in rows if index == position and "arguments" in t]
+            if values:
+                row[f"step_{position + 1}_p50_ms"] = round(statistics.median(values))
+        result[path] = row
+    result["prefilled_share"] = round(1 - stats["reused_tokens"] / stats["prompt_tokens"], 4)
+    result["hit_rate"] = round(stats["hits"] / stats["lookups"], 4)
+    result["same_answers"] = answers["off"] == answers["on"]
+    result["answers_differing"] = sum(a != b for a, b in zip(answers["off"], answers["on"], strict=True))
+    return result
+
+
+def _tool(spec: dict):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=spec["name"], description=spec.get("description"), input_schema=spec["input_schema"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapters", type=Path, required=True)
+    parser.add_argument("--registry", type=Path, default=ROOT / "examples/registry.yaml",
+                        help="where the toolset's description comes from")
+    parser.add_argument("--tasks", type=int, default=12, help="held-out tasks replayed")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    result = anyio.run(run, args.adapters, args.registry, args.tasks, args.rounds)
+    print(f"{result['tasks']} held-out {result['server']} tasks x {result['rounds']} rounds; p50 (p95) ms")
+    print("| prefix cache | route | select | arguments | step | step 1 | step 2 | step 3 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for path in ("off", "on"):
+        row = result[path]
+        cells = [f"{row[s]['p50_ms']} ({row[s]['p95_ms']})" for s in (*STAGES, "step")]
+        cells += [str(row.get(f"step_{n}_p50_ms", "-")) for n in (1, 2, 3)]
+        print(f"| {path} | {' | '.join(cells)} |")
+    print(f"prompt tokens prefilled with the cache on: {result['prefilled_share']:.1%}; hit rate {result['hit_rate']:.1%}")
+    print(f"same answers on both paths: {result['same_answers']} ({result['answers_differing']} differ)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
