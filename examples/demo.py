@@ -83,6 +83,8 @@ def train(registry: Path, env: dict[str, str]) -> None:
         started = time.monotonic()
         command = [sys.executable, "-m", "agentflux.proxy", "train", "--server", server, "--registry", str(registry),
                    "--quick", "--mode", "both"]  # fmt: skip
+        if server != SERVERS[-1]:
+            command.append("--no-router")  # the router learns every toolset once, after the last
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
         if done.returncode != 0:
             raise SystemExit(f"training {server} failed (exit {done.returncode}); see the messages above")

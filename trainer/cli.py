@@ -20,6 +20,8 @@ def _options(args: argparse.Namespace, registry):  # type: ignore[no-untyped-def
     tiny = is_tiny(model_path(registry.config.model, registry.base_dir))
     options = TrainOptions.quick(tiny=tiny) if args.quick else TrainOptions.standard(tiny=tiny)
     overrides = {"mode": args.mode, "seed": args.seed, "progress": not args.no_progress}
+    if not getattr(args, "router", True):
+        overrides["router"] = False
     if args.progress_json:
         overrides["on_progress"] = _print_progress
     if args.examples_per_tool:
@@ -152,7 +154,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="the registry entry to train")
     add_registry_argument(parser)
     parser.add_argument("--mode", choices=("decoupled", "traditional", "both"), default="decoupled")
-    parser.add_argument("--examples-per-tool", type=int, help="requests synthesized per tool (default 40; 20 with --quick)")
+    parser.add_argument("--examples-per-tool", type=int, help="requests synthesized per tool (default 40; with --quick 16, 20 on the tiny test model)")
     parser.add_argument("--teacher-url", help="an OpenAI-compatible API that writes requests and solves them")
     parser.add_argument("--teacher-model", help="the teacher's model name, e.g. gpt-5-mini")
     parser.add_argument("--teacher-key-env", default="OPENAI_API_KEY", help="environment variable with its API key")
@@ -165,6 +167,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="synthesize data for a server and fine-tune its adapters")
     _common(train)
+    train.add_argument("--no-router", dest="router", action="store_false",
+                       help="leave the router for later (training several servers in a row: the router once, after the last)")
     train.set_defaults(handler=_train)
     evaluation = commands.add_parser(
         "eval", help="a server's adapters against the base and the ablations: held-out set and task benchmark"

@@ -61,6 +61,9 @@ class TrainOptions:
     # Decoupling lets each half have its own schedule: None trains argument adapters like the rest.
     arguments: LoraSettings | None = None
     evaluate: bool = True
+    # Retrain the router afterwards (when the registry asks for a router adapter). Off for every
+    # server but the last of several trained in a row: the router learns them all at once.
+    router: bool = True
     progress: bool = True
     on_progress: Progress | None = None
 
@@ -203,7 +206,7 @@ def train_server(registry: Registry, server: str, options: TrainOptions) -> Path
         final = store.directory(base_id, server, fingerprint)
     else:
         final = _train_adapters(registry, server, options, store, base, base_id, inputs)
-    if settings.router == "adapter":
+    if settings.router == "adapter" and options.router:
         train_router(registry, options)
     return final
 
