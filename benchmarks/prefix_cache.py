@@ -123,6 +123,7 @@ async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
         result[path] = row
     result["prefilled_share"] = round(1 - stats["reused_tokens"] / stats["prompt_tokens"], 4)
     result["hit_rate"] = round(stats["hits"] / stats["lookups"], 4)
+    result["answers"] = len(answers["on"])
     result["same_answers"] = answers["off"] == answers["on"]
     result["answers_differing"] = sum(a != b for a, b in zip(answers["off"], answers["on"], strict=True))
     return result
@@ -153,7 +154,7 @@ def main() -> None:
         cells += [str(row.get(f"step_{n}_p50_ms", "-")) for n in (1, 2, 3)]
         print(f"| {path} | {' | '.join(cells)} |")
     print(f"prompt tokens prefilled with the cache on: {result['prefilled_share']:.1%}; hit rate {result['hit_rate']:.1%}")
-    print(f"same answers on both paths: {result['same_answers']} ({result['answers_differing']} differ)")
+    print(f"same answers on both paths: {result['same_answers']} ({result['answers_differing']} of {result['answers']} differ)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
