@@ -83,9 +83,11 @@ async def test_multi_step_filesystem_tasks_run_stage_by_stage_with_trained_adapt
                 assert step["adapters"]["arguments"] == adapters.arguments(step["toolset"], step["tool"])
                 assert step["adapters"]["route"] and step["adapters"]["select"] and step["adapters"]["arguments"]
                 assert step["zero_shot"] == []
-                assert set(step["timings_ms"]) >= {"route", "select", "arguments", "call", "bookkeeping"}
-                # Arguments always fit the tool's schema (or the failure is the observation).
+                # Arguments always fit the tool's schema (or the failure is the observation, and
+                # no call is made).
                 assert step["arguments"] is not None or step["is_error"]
+                called = {"call"} if step["arguments"] is not None else set()
+                assert set(step["timings_ms"]) >= {"route", "select", "arguments", "bookkeeping"} | called
 
 
 async def test_tasks_over_two_toolsets_are_answered_by_the_router_and_that_toolsets_adapters(trained, tmp_path: Path) -> None:
