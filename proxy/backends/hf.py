@@ -112,7 +112,9 @@ class TransformersBackend:
         # slice of the hidden states sends the output layer down a path that copies its whole
         # weight (262k x 640 for Gemma, 0.75 s of a CPU call); an index makes a plain matmul.
         last = torch.tensor([len(prompt_ids) - reused - 1], device=self.device)
-        output = self.model(input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=last)
+        output = self.model(
+            input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=last
+        )
         self.prefixes.store(adapter, prompt_ids, cache)
         return cache, torch.log_softmax(output.logits[0, -1].float(), dim=-1)
 
