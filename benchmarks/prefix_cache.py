@@ -67,47 +67,39 @@ async def replay(backend, fmt, toolset, trajectory, adapters: dict[str, str]) ->
 
 
 async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
-    from agentflux.proxy.backends.factory import resolve_dtype
+    from agentflux.proxy.backends.factory import model_format, resolve_dtype
     from agentflux.proxy.backends.hf import TransformersBackend
-    from agentflux.proxy.backends.prefix_cache import PrefixCache
-    from agentflux.proxy.protocol import chat_format
+    from agentflux.proxy.backends.prefix_cache import PrefixCache, PrefixStats
+    from agentflux.registry.schema import ModelSettings
     from agentflux.registry.store import Manifest
     from agentflux.trainer import data
-    from agentflux.trainer.pipeline import datasets_dir, toolset_of
+    from agentflux.trainer.pipeline import _stored_datasets, stored_toolset
 
     manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
-    stored = next(p for p in (datasets_dir() / manifest.server).glob("*") if (p / "meta.json").exists()
-                  and json.loads((p / "meta.json").read_text()).get("hash") == manifest.dataset_hash)  # fmt: skip
-    meta = json.loads((stored / "meta.json").read_text())
-    splits = data.load(stored)
-    tests = splits["test"][:tasks]
+    stored, meta = next((p, m) for p, m in _stored_datasets(manifest.server) if m["hash"] == manifest.dataset_hash)
+    tests = data.load(stored)["test"][:tasks]
     servers = yaml.safe_load(registry.read_text())["mcpServers"]
-    description = servers.get(manifest.server, {}).get("description")
-    toolset = toolset_of(manifest.server, description, [_tool(t) for t in meta["tools"]])
+    toolset = stored_toolset(manifest.server, servers.get(manifest.server, {}).get("description"), meta)
     backend = TransformersBackend(manifest.base_model, dtype=resolve_dtype("auto", manifest.base_model))
     names = {"selector": f"{manifest.server}/selector"} | {tool: f"{manifest.server}/{tool}" for tool in manifest.tools}
     await backend.load_adapter(names["selector"], folder / manifest.selector)
     for tool, path in manifest.tools.items():
         await backend.load_adapter(names[tool], folder / path)
-    fmt = chat_format("gemma3" if "gemma" in manifest.base_model.lower() else "qwen2.5")
+    fmt = model_format(ModelSettings(), manifest.base_model)
     steps: dict[str, list[tuple[int, dict]]] = {"off": [], "on": []}
     answers: dict[str, list] = {"off": [], "on": []}
-    stats = {"prompt_tokens": 0, "reused_tokens": 0, "lookups": 0, "hits": 0}
     # The path without the cache: one that keeps nothing. The cache on keeps its entries across tasks.
     caches = {"off": PrefixCache(max_bytes=0), "on": backend.prefixes}
     await replay(backend, fmt, toolset, tests[0], names)  # warm-up: lazy initialisation
+    caches["on"].stats = PrefixStats()  # count the measured calls only
     for round_ in range(rounds):
         for number, trajectory in enumerate(tests):
             order = ("off", "on") if (number + round_) % 2 == 0 else ("on", "off")
             for path in order:
                 backend.prefixes = caches[path]
-                before = dict(vars(backend.prefixes.stats))
                 timings, said = await replay(backend, fmt, toolset, trajectory, names)
                 steps[path] += list(enumerate(timings))
                 answers[path] += said
-                if path == "on":
-                    for key in stats:
-                        stats[key] += getattr(backend.prefixes.stats, key) - before[key]
     result: dict = {"tasks": len(tests), "rounds": rounds, "server": manifest.server, "model": manifest.base_model}
     for path, rows in steps.items():
         row: dict = {}
@@ -121,18 +113,12 @@ async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
             if values:
                 row[f"step_{position + 1}_p50_ms"] = round(statistics.median(values))
         result[path] = row
-    result["prefilled_share"] = round(1 - stats["reused_tokens"] / stats["prompt_tokens"], 4)
-    result["hit_rate"] = round(stats["hits"] / stats["lookups"], 4)
+    cached = caches["on"].stats.as_dict()
+    result["prefilled_share"], result["hit_rate"] = cached["prefilled_share"], cached["hit_rate"]
     result["answers"] = len(answers["on"])
     result["same_answers"] = answers["off"] == answers["on"]
     result["answers_differing"] = sum(a != b for a, b in zip(answers["off"], answers["on"], strict=True))
     return result
-
-
-def _tool(spec: dict):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(name=spec["name"], description=spec.get("description"), input_schema=spec["input_schema"])
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ def _options(args: argparse.Namespace, registry):  # type: ignore[no-untyped-def
 
     tiny = is_tiny(model_path(registry.config.model, registry.base_dir))
     options = TrainOptions.quick(tiny=tiny) if args.quick else TrainOptions.standard(tiny=tiny)
-    overrides = {"mode": args.mode, "seed": args.seed, "progress": not args.no_progress}
-    if not getattr(args, "router", True):
-        overrides["router"] = False
+    # `data synth` shares these options but trains no router.
+    overrides = {"mode": args.mode, "seed": args.seed, "progress": not args.no_progress,
+                 "router": getattr(args, "router", True)}
     if args.progress_json:
         overrides["on_progress"] = _print_progress
     if args.examples_per_tool:

@@ -109,6 +109,12 @@ def toolset_of(name: str, description: str | None, tools: list[Any]) -> Toolset:
     return Toolset(name, description or "", tuple(Tool(t.name, t.description or "", t.input_schema) for t in tools))
 
 
+def stored_toolset(name: str, description: str | None, meta: dict[str, Any]) -> Toolset:
+    """The toolset a stored dataset was built from (its meta.json lists the tools)."""
+    tools = tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])
+    return Toolset(name, description or "", tools)
+
+
 def datasets_dir() -> Path:
     return agentflux_home() / "datasets"
 
@@ -293,8 +299,7 @@ def evaluate_server(registry: Registry, server: str, out: Path | None = None) ->
     if not tests:
         raise RuntimeError(f"the dataset {path} has no test split to evaluate on")
     entry = registry.config.servers.get(server)
-    tools = tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])
-    toolset = Toolset(server, (entry.description if entry else None) or "", tools)
+    toolset = stored_toolset(server, entry.description if entry else None, meta)
     results = anyio.run(_evaluate_all, registry, folder, manifest, toolset, tests)
     record = {"base_model": base, "base_model_id": base_id, "adapters": str(folder), "fingerprint": manifest.fingerprint,
               "mode": manifest.mode, "dataset": str(path), "dataset_hash": manifest.dataset_hash, "seed": meta["seed"],
@@ -317,8 +322,7 @@ def train_router(registry: Registry, options: TrainOptions) -> Path | None:
     base = model_path(settings, registry.base_dir)
     toolsets, trajectories, keys = [], {}, []
     for server, (path, meta) in _datasets(registry).items():
-        toolsets.append(Toolset(server, registry.config.servers[server].description or "",
-                                tuple(Tool(t["name"], t.get("description") or "", t["input_schema"]) for t in meta["tools"])))
+        toolsets.append(stored_toolset(server, registry.config.servers[server].description, meta))
         trajectories[server] = data.load(path)["train"]
         description = registry.config.servers[server].description or ""
         keys.append(f"{server}:{meta['fingerprint']}:{hashlib.sha256(description.encode()).hexdigest()[:8]}")
