@@ -320,8 +320,21 @@ def summary_prompt(fmt: ChatFormat, task: str, history: Sequence[Call]) -> Promp
     return Prompt("summary", fmt.conversation(SUMMARY_SYSTEM, [], task, history))
 
 
-def arguments_continuation(arguments: dict[str, Any]) -> str:
-    return JSON_LEAD + _dumps(arguments)
+def arguments_continuation(arguments: dict[str, Any], schema: dict[str, Any]) -> str:
+    return JSON_LEAD + _dumps(in_schema_order(arguments, schema))
+
+
+def in_schema_order(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with every object's keys in the order its schema lists them (others last, as
+    written): the order in which the decoding grammar lets a model write them."""
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [in_schema_order(item, items) for item in value] if isinstance(items, dict) else value
+    if not isinstance(value, dict):
+        return value
+    properties = schema.get("properties") or {}
+    listed = [key for key in properties if key in value] + [key for key in value if key not in properties]
+    return {key: in_schema_order(value[key], properties.get(key) or {}) for key in listed}
 
 
 def parse_arguments(continuation: str) -> Any:
@@ -348,7 +361,7 @@ def arguments_example(
     fmt: ChatFormat, task: str, history: Sequence[Call], tool: Tool, arguments: dict[str, Any]
 ) -> Example:
     prompt = arguments_prompt(fmt, task, history, tool)
-    return Example(prompt.text, arguments_continuation(arguments), "arguments")
+    return Example(prompt.text, arguments_continuation(arguments, tool.parameters), "arguments")
 
 
 def call_example(
@@ -358,7 +371,8 @@ def call_example(
     # The baseline writes arguments too, so it sees every tool's full schema, as a plain tool-calling model does.
     system = SELECTOR_SYSTEM.format(toolset=toolset.name, description=toolset.description or "its tools below")
     prompt = fmt.conversation(system, [*toolset.tools, SUMMARIZE_TOOL], task, history)
-    return Example(prompt, fmt.full_call(name, arguments), "call")
+    schema = SUMMARIZE_TOOL.parameters if name == SUMMARIZE else toolset.tool(name).parameters
+    return Example(prompt, fmt.full_call(name, in_schema_order(arguments, schema)), "call")
 
 
 def tokenize_example(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:

@@ -132,9 +132,28 @@ def test_tokenizer_matches_llama_cpp_test_vectors(tokenizer, vocab_dir: Path) ->
 
 def test_arguments_round_trip() -> None:
     arguments = {"path": "a b/été.txt", "depth": 2, "flags": [True, None]}
-    assert protocol.parse_arguments(protocol.arguments_continuation(arguments)) == arguments
+    assert protocol.parse_arguments(protocol.arguments_continuation(arguments, {})) == arguments
     with pytest.raises(ValueError):
         protocol.parse_arguments(json.dumps(arguments))
+
+
+def test_training_writes_arguments_in_the_order_the_grammar_decodes_them() -> None:
+    """xgrammar lets a model write properties only in the schema's order; a continuation in any
+    other order would teach a model calls it can never make (keys sorted by name did, before)."""
+    import xgrammar as xgr
+
+    from agentflux.proxy.backends.grammar import arguments_grammar
+
+    edit = {"type": "object", "properties": {"oldText": {"type": "string"}, "newText": {"type": "string"}},
+            "required": ["oldText", "newText"]}  # fmt: skip
+    schema = {"type": "object", "required": ["path", "edits"],
+              "properties": {"path": {"type": "string"}, "edits": {"type": "array", "items": edit}, "dryRun": {"type": "boolean"}}}  # fmt: skip
+    written = {"dryRun": True, "edits": [{"newText": "b", "oldText": "a"}], "path": "notes/todo.txt"}
+    continuation = protocol.arguments_continuation(written, schema)
+    assert continuation == ' {"path": "notes/todo.txt", "edits": [{"oldText": "a", "newText": "b"}], "dryRun": true}'
+    grammar = xgr.Grammar.from_ebnf(arguments_grammar(schema))
+    assert xgr.testing._is_grammar_accept_string(grammar, continuation)
+    assert not xgr.testing._is_grammar_accept_string(grammar, " " + json.dumps(written))
 
 
 def test_selector_sees_compact_tools_and_arguments_see_the_full_schema() -> None:

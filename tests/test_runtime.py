@@ -254,7 +254,7 @@ async def test_the_prefix_cache_is_exact_across_gemmas_sliding_window_layers(gem
     fmt = protocol.Gemma3()
     lines = "\n".join(f"{index:03d} line of the report with some words in it" for index in range(60))
     calls = [protocol.Call("read_text_file", {"path": f"reports/{name}.txt"}, lines) for name in ("q1", "q2")]
-    candidates = [protocol.arguments_continuation({"path": f"reports/{name}.txt"}) for name in ("q1", "q2", "q3")]
+    candidates = [protocol.arguments_continuation({"path": f"reports/{name}.txt"}, READ.parameters) for name in ("q1", "q2", "q3")]
     earlier = protocol.arguments_prompt(fmt, "read every report", calls[:1], READ)
     later = protocol.arguments_prompt(fmt, "read every report", calls, READ)
     sizes = [len(protocol.encode(backend.tokenizer, p.text)) for p in (earlier, later)]

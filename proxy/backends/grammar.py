@@ -1,8 +1,9 @@
 """The grammar every backend decodes arguments with: one space, then JSON valid for a schema.
 
 Built with xgrammar (the library vLLM uses too) with `any_whitespace=False`, which writes
-exactly Qwen's separators (`", "`, `": "`), so a model generates arguments character for
-character as its chat template renders them in training data.
+exactly Qwen's separators (`", "`, `": "`), and properties in the schema's own order, so a model
+generates arguments character for character as training data renders them
+(`protocol.in_schema_order`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def _ebnf(schema_json: str) -> str:
 
 
 def arguments_grammar(schema: dict[str, Any]) -> str:
-    """EBNF for `JSON_LEAD` + a JSON value valid for `schema` (cached per schema)."""
-    return _ebnf(json.dumps(schema, sort_keys=True))
+    """EBNF for `JSON_LEAD` + a JSON value valid for `schema` (cached per schema).
+
+    Never with sorted keys: xgrammar writes properties in the order the schema lists them."""
+    return _ebnf(json.dumps(schema))
 
 
 def check_arguments(value: Any, schema: dict[str, Any]) -> None:
