@@ -17,6 +17,7 @@ from agentflux.proxy.protocol import SUMMARIZE, Qwen25, Tool, Toolset
 from agentflux.registry.store import Manifest
 from agentflux.trainer import data, examples
 from agentflux.trainer.collect import StepRecord, Trajectory
+from agentflux.trainer.phrasing import CITIES, part, zone_cities
 from agentflux.trainer.synth import STYLES, ArgumentSampler, synthesize
 from agentflux.trainer.workspace import build_workspace
 
@@ -98,7 +99,45 @@ def test_heldout_requests_use_phrasings_and_a_world_training_never_sees(filesyst
     heldout = synthesize(filesystem_toolset, test_env, per_tool=10, seed=1, heldout=True)
     assert not {p.query for p in trained} & {p.query for p in heldout}
     for plan in heldout:
-        assert not any(folder in plan.query for folder in folders - {"archive"}), plan.query
+        # Paths only: a line quoted from a held-out file may hold any word.
+        said = plan.query
+        for call in plan.calls:
+            for edit in call.arguments.get("edits", []):
+                said = said.replace(edit["oldText"], "").replace(edit["newText"], "")
+        assert not any(folder in said for folder in folders - {"archive"}), plan.query
+
+
+def test_clock_requests_name_places_local_time_and_several_zones() -> None:
+    """The time server's tools as it publishes them: its schema names the zone it takes as local."""
+    local = "Use 'Europe/Vienna' as local timezone if no timezone provided by the user."
+    zone = {"type": "string", "description": f"IANA timezone name. {local}"}
+    clock = Toolset("time", "Clocks.", (
+        Tool("get_current_time", "Get current time in a specific timezone",
+             {"type": "object", "properties": {"timezone": zone}, "required": ["timezone"]}),
+        Tool("convert_time", "Convert time between timezones",
+             {"type": "object", "properties": {"source_timezone": zone, "time": {"type": "string"}, "target_timezone": zone},
+              "required": ["source_timezone", "time", "target_timezone"]}),
+    ))  # fmt: skip
+    trained = synthesize(clock, None, per_tool=40, seed=0)
+    heldout = synthesize(clock, None, per_tool=40, seed=1, heldout=True)
+    # Multi-step clock tasks need no workspace: two places, or the time now and a conversion.
+    assert {p.kind for p in trained} == {"single", "now-then-now", "now-then-convert"}
+    zones = {value for plan in trained for call in plan.calls for key, value in call.arguments.items() if key != "time"}
+    assert "Europe/Vienna" in zones  # "what time is it here?"
+    # Training names the places people ask about most, and three quarters of the zone database's cities.
+    famous, database = {z for _, z in CITIES}, {z for _, z in part(zone_cities(), heldout=False)}
+    assert len(zones & famous) >= 10 and len(zones & database) >= 10, zones
+    heldout_zones = {value for plan in heldout for call in plan.calls for key, value in call.arguments.items()
+                     if key != "time" and value != "Europe/Vienna"}  # fmt: skip
+    # Held out: only the other quarter, which training never names.
+    unseen = {z for _, z in part(zone_cities(), heldout=True)}
+    assert len(heldout_zones) >= 10 and heldout_zones <= unseen and not unseen & database
+    assert not (zones - famous) & unseen
+    for plan in trained + heldout:
+        for call in plan.calls:
+            jsonschema.validate(call.arguments, clock.tool(call.tool).parameters)
+            if call.tool == "convert_time":
+                assert len(call.arguments["time"]) == 5 and call.arguments["time"][2] == ":"
 
 
 def test_validation_rejects_and_counts(filesystem_toolset: Toolset) -> None:

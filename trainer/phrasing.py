@@ -4,13 +4,14 @@ A tool whose name says what it does (`read_text_file`, `list_directory`, `conver
 plans from an intent here: many surface forms per intent (questions, imperatives, polite,
 terse, with context), paths written the ways people write them (bare, quoted, `./x`, absolute
 under the served folder, "todo.txt in notes"), quantities and constraints ("the first 5
-lines", "only .md files", "biggest first"), a typo now and then, and multi-step tasks whose
-later calls use what the earlier ones returned. A tool with no intent here gets the generic
-template of `synth.describe`.
+lines", "only .md files", "biggest first"), places by city or country, "here" for the zone a
+clock server calls local, a greeting or sign-off and a typo now and then, and multi-step tasks
+whose later calls use what the earlier ones returned. A tool with no intent here gets the
+generic template of `synth.describe`.
 
 Every template list is split in two by position: the held-out split (`heldout=True`) uses only
-phrasings, and cities, that training never sees, so the held-out figures measure how far the
-adapters generalize rather than how well they recall a template.
+phrasings, and zone-database cities, that training never sees, so the held-out figures measure
+how far the adapters generalize rather than how well they recall a template.
 
 The gold arguments are what a careful person would pass: a path as written (without its
 quotes), or composed from a folder and a name; an absolute path when the request or an earlier
@@ -19,15 +20,19 @@ result gives one; times in 24-hour HH:MM; IANA zone names.
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from agentflux.trainer.workspace import FixtureEnv
 
 Call = tuple[str, dict[str, Any]]
+T = TypeVar("T")
 HELDOUT_EVERY = 4  # every 4th phrasing (and city) is held out
 
 
@@ -39,19 +44,31 @@ class Phrased:
     style: str
 
 
-def part(items: Sequence[str], heldout: bool) -> list[str]:
+def part(items: Sequence[T], heldout: bool) -> list[T]:
     """The training phrasings, or the held-out ones, of a list."""
     return [item for index, item in enumerate(items) if (index % HELDOUT_EVERY == HELDOUT_EVERY - 1) == heldout]
 
 
 class Speaker:
-    """Writes paths, times and typos the way people do, for one world and one split."""
+    """Writes paths, times and typos the way people do, for one world and one split.
 
-    def __init__(self, rng: random.Random, env: FixtureEnv | None, root: str | None, heldout: bool) -> None:
-        self.rng, self.env, self.root, self.heldout = rng, env, root, heldout
+    `local_zone` is the zone a clock server assumes when a request names none (its schema says)."""
+
+    def __init__(
+        self, rng: random.Random, env: FixtureEnv | None, root: str | None, heldout: bool, local_zone: str | None = None
+    ) -> None:  # fmt: skip
+        self.rng, self.env, self.root, self.heldout, self.local_zone = rng, env, root, heldout, local_zone
 
     def pick(self, templates: Sequence[str]) -> str:
         return self.rng.choice(part(templates, self.heldout))
+
+    def frame(self, template: str) -> str:
+        """Now and then, the greeting or sign-off people wrap a request in."""
+        if self.rng.random() < 0.15:
+            template = self.pick(OPENERS) + template
+        if self.rng.random() < 0.15:
+            template = template + self.pick(CLOSERS)
+        return template
 
     def file(self, path: str) -> tuple[str, str]:
         """A file path as a person writes it, and the argument that stands for it."""
@@ -108,10 +125,21 @@ def _style(template: str) -> str:
 
 def _say(speaker: Speaker, templates: Sequence[str], kind: str, calls: Sequence[Call], **slots: str) -> Phrased:
     template = speaker.pick(templates)
-    request = speaker.typo(template).format(**slots)
-    if template[:1].isalpha():  # never capitalize a path or a name that opens the request
+    framed = speaker.frame(template)
+    request = speaker.typo(framed).format(**slots)
+    if framed[:1].isalpha():  # never capitalize a path or a name that opens the request
         request = request[:1].upper() + request[1:]
     return Phrased(request, tuple(calls), kind, _style(template))
+
+
+OPENERS = [
+    "hey, ", "hi! ", "quick question: ", "ok so ", "hello — ", "one more thing: ", "sorry to bother you, ",
+    "when you get a sec, ", "hi there, ", "so, ", "um, ", "right, ",
+]
+CLOSERS = [
+    " thanks!", " thx", ", thank you", " please", " :)", " — cheers", " asap", ", if you can", " ty", " (thanks)",
+    "!", " when you can",
+]
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -462,6 +490,10 @@ def chain_read_then_read(s: Speaker, env: FixtureEnv, tools: dict[str, str]) -> 
 
 # -- clocks --------------------------------------------------------------------------------------
 
+# Places people name, with the IANA zone each lies in: big cities, cities whose zone is named for
+# another one (Mumbai is Asia/Kolkata), and countries with one zone. They all train: they are what
+# people ask about, and no model infers Kolkata from Mumbai. The zone database adds its own cities
+# (`zone_cities`), a quarter of which are held out; from those, a model learns to write any zone.
 CITIES = [
     ("Tokyo", "Asia/Tokyo"), ("New York", "America/New_York"), ("London", "Europe/London"), ("Paris", "Europe/Paris"),
     ("Berlin", "Europe/Berlin"), ("Sydney", "Australia/Sydney"), ("Los Angeles", "America/Los_Angeles"),
@@ -474,7 +506,52 @@ CITIES = [
     ("Lisbon", "Europe/Lisbon"), ("Vancouver", "America/Vancouver"), ("Istanbul", "Europe/Istanbul"),
     ("Jakarta", "Asia/Jakarta"), ("Buenos Aires", "America/Argentina/Buenos_Aires"), ("Zurich", "Europe/Zurich"),
     ("Honolulu", "Pacific/Honolulu"), ("Lagos", "Africa/Lagos"),
+    ("San Francisco", "America/Los_Angeles"), ("Seattle", "America/Los_Angeles"), ("San Diego", "America/Los_Angeles"),
+    ("Las Vegas", "America/Los_Angeles"), ("Boston", "America/New_York"), ("Washington", "America/New_York"),
+    ("Miami", "America/New_York"), ("Atlanta", "America/New_York"), ("Philadelphia", "America/New_York"),
+    ("Houston", "America/Chicago"), ("Dallas", "America/Chicago"), ("Austin", "America/Chicago"),
+    ("Montreal", "America/Toronto"), ("Ottawa", "America/Toronto"), ("Rio de Janeiro", "America/Sao_Paulo"),
+    ("Beijing", "Asia/Shanghai"), ("Delhi", "Asia/Kolkata"), ("New Delhi", "Asia/Kolkata"), ("Bangalore", "Asia/Kolkata"),
+    ("Osaka", "Asia/Tokyo"), ("Barcelona", "Europe/Madrid"), ("Munich", "Europe/Berlin"), ("Frankfurt", "Europe/Berlin"),
+    ("Milan", "Europe/Rome"), ("Manchester", "Europe/London"), ("Edinburgh", "Europe/London"), ("Geneva", "Europe/Zurich"),
+    ("Tel Aviv", "Asia/Jerusalem"), ("Cape Town", "Africa/Johannesburg"), ("Saint Petersburg", "Europe/Moscow"),
+    ("Abu Dhabi", "Asia/Dubai"), ("Japan", "Asia/Tokyo"), ("India", "Asia/Kolkata"), ("the UK", "Europe/London"),
+    ("France", "Europe/Paris"), ("Germany", "Europe/Berlin"), ("China", "Asia/Shanghai"), ("Kenya", "Africa/Nairobi"),
+    ("Egypt", "Africa/Cairo"), ("Spain", "Europe/Madrid"), ("Italy", "Europe/Rome"), ("South Korea", "Asia/Seoul"),
+    ("Thailand", "Asia/Bangkok"), ("Turkey", "Europe/Istanbul"), ("Nigeria", "Africa/Lagos"),
+    ("the Netherlands", "Europe/Amsterdam"), ("Sweden", "Europe/Stockholm"), ("Portugal", "Europe/Lisbon"),
+    ("Switzerland", "Europe/Zurich"), ("Argentina", "America/Argentina/Buenos_Aires"), ("Israel", "Asia/Jerusalem"),
+    ("New Zealand", "Pacific/Auckland"), ("Hawaii", "Pacific/Honolulu"), ("Ireland", "Europe/Dublin"),
+    ("Poland", "Europe/Warsaw"), ("Greece", "Europe/Athens"), ("Vietnam", "Asia/Ho_Chi_Minh"),
+    ("the Philippines", "Asia/Manila"), ("Pakistan", "Asia/Karachi"), ("Bangladesh", "Asia/Dhaka"),
+    ("Norway", "Europe/Oslo"), ("Finland", "Europe/Helsinki"), ("Denmark", "Europe/Copenhagen"),
+    ("Austria", "Europe/Vienna"), ("Belgium", "Europe/Brussels"), ("Czechia", "Europe/Prague"),
+    ("Hungary", "Europe/Budapest"), ("Colombia", "America/Bogota"), ("Peru", "America/Lima"),
+    ("Saudi Arabia", "Asia/Riyadh"), ("Qatar", "Asia/Qatar"), ("Malaysia", "Asia/Kuala_Lumpur"),
+    ("Taiwan", "Asia/Taipei"), ("Nepal", "Asia/Kathmandu"), ("Iran", "Asia/Tehran"), ("Morocco", "Africa/Casablanca"),
+    ("Ghana", "Africa/Accra"), ("Ethiopia", "Africa/Addis_Ababa"), ("Iceland", "Atlantic/Reykjavik"),
 ]
+REGIONS = ("Africa", "America", "Asia", "Atlantic", "Australia", "Europe", "Indian", "Pacific")
+
+
+@lru_cache(maxsize=1)
+def zone_cities() -> tuple[tuple[str, str], ...]:
+    """The zone database's cities as people write them (Europe/Paris: Paris; Asia/Ho_Chi_Minh:
+    Ho Chi Minh), from the pinned `tzdata` package so that every machine draws the same ones;
+    names `CITIES` places in another zone are left out."""
+    from importlib.resources import files
+
+    named = {city for city, _ in CITIES}
+    found = []
+    for zone in files("tzdata").joinpath("zones").read_text(encoding="utf-8").split():
+        region, _, city = zone.partition("/")
+        name = city.replace("_", " ")
+        # Not abbreviations (Australia/ACT): nobody says them for a place.
+        if region in REGIONS and name.replace(" ", "").isalpha() and not city.isupper() and name not in named:
+            found.append((name, zone))
+    return tuple(sorted(found))
+
+
 NOW = [
     "what time is it in {c}?", "current time in {c}", "what's the time in {c} right now?", "time in {c} please",
     "what time is it over in {c}?", "is it late in {c}? what's the time there", "tell me the time in {c}",
@@ -504,28 +581,104 @@ def _clock(s: Speaker) -> tuple[str, str]:
 
 
 def _city(s: Speaker) -> tuple[str, str]:
-    cities = [c for i, c in enumerate(CITIES) if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == s.heldout]
-    return s.rng.choice(cities)
+    """A place and its zone: in training, half the time one people name most (`CITIES`)."""
+    if not s.heldout and s.rng.random() < 0.5:
+        return s.rng.choice(CITIES)
+    return s.rng.choice(part(zone_cities(), s.heldout))
+
+
+NOW_HERE = [
+    "what time is it?", "what's the time right now?", "time check, please", "what time is it here?",
+    "do you have the time?", "current local time?", "tell me the time", "what's the time now?",
+    "could you check what time it is?", "what time do you have?", "is it late already? what's the time",
+    "my local time, please",
+]
+CONVERT_FROM_HERE = [
+    "what's {t} my time in {b}?", "when it's {t} here, what time is it in {b}?", "convert {t} local time to {b}",
+    "if I call at {t} my time, what time is it for them in {b}?", "{t} here is what time in {b}?",
+    "I'm free at {t} — what time would that be in {b}?", "translate {t} from my time zone to {b}",
+    "{t} local → {b}",
+]
+CONVERT_TO_HERE = [
+    "{t} in {a} is what time here?", "what is {t} {a} time in my time zone?", "convert {t} from {a} to local time",
+    "a webinar starts at {t} {a} time — when is that for me?", "when is {t} {a} time where I am?",
+    "{t} {a} in local time, please", "the call is at {t} in {a}; what's that my time?", "{t} {a} → my time",
+]
+NOW_THEN_NOW = [
+    "what time is it in {a} and in {b}?", "current time in {a} and {b}, please", "tell me the time in {a}, then in {b}",
+    "what's the time in {a}? and in {b}?", "I have friends in {a} and {b} — what time is it for each?",
+    "time in {a} vs {b}?", "check the clocks in {a} and {b}", "is it morning in {a}? and in {b}? what time is it in both",
+    "1) time in {a}\n2) time in {b}", "- current time in {a}\n- current time in {b}",
+    "Step 1: the time in {a}. Step 2: the time in {b}.", "what time is it right now in {a}, and what about {b}?",
+]
+NOW_THEN_CONVERT = [
+    "what time is it in {a} right now? also, what is {t} there in {b}?",
+    "check the time in {a}, then convert {t} {a} time to {b}", "current time in {a}, and {t} {a} in {b} time",
+    "tell me the time in {a}; and if it's {t} there, what time is it in {b}?",
+    "1) time now in {a}\n2) {t} {a} time in {b}", "- what time is it in {a}\n- convert {t} from {a} to {b}",
+    "what's the time in {a}? I also need {t} {a} converted to {b}",
+    "Step 1: the current time in {a}. Step 2: {t} in {a} expressed in {b} time.",
+]
 
 
 def clock_now(s: Speaker, env: FixtureEnv | None, tool: str) -> Phrased:
+    if s.local_zone and s.rng.random() < 0.2:
+        return _say(s, NOW_HERE, "single", [(tool, {"timezone": s.local_zone})])
     city, zone = _city(s)
     return _say(s, NOW, "single", [(tool, {"timezone": zone})], c=city, z=zone)
 
 
 def clock_convert(s: Speaker, env: FixtureEnv | None, tool: str) -> Phrased:
-    (a, za), (b, zb) = _city(s), _city(s)
-    while zb == za:
-        b, zb = _city(s)
+    (a, za), (b, zb) = _two_cities(s)
     written, gold = _clock(s)
+    r = s.rng.random()
+    if s.local_zone and r < 0.2:
+        arguments = {"source_timezone": s.local_zone, "time": gold, "target_timezone": zb}
+        return _say(s, CONVERT_FROM_HERE, "single", [(tool, arguments)], t=written, b=b)
+    if s.local_zone and r < 0.35:
+        arguments = {"source_timezone": za, "time": gold, "target_timezone": s.local_zone}
+        return _say(s, CONVERT_TO_HERE, "single", [(tool, arguments)], t=written, a=a)
     calls = [(tool, {"source_timezone": za, "time": gold, "target_timezone": zb})]
     return _say(s, CONVERT, "single", calls, t=written, a=a, b=b, z=za, y=zb)
+
+
+def _two_cities(s: Speaker) -> tuple[tuple[str, str], tuple[str, str]]:
+    first, second = _city(s), _city(s)
+    while second[1] == first[1]:
+        second = _city(s)
+    return first, second
+
+
+def chain_now_then_now(s: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased:
+    (a, za), (b, zb) = _two_cities(s)
+    calls = [(tools["now"], {"timezone": za}), (tools["now"], {"timezone": zb})]
+    return _say(s, NOW_THEN_NOW, "now-then-now", calls, a=a, b=b)
+
+
+def chain_now_then_convert(s: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased:
+    (a, za), (b, zb) = _two_cities(s)
+    written, gold = _clock(s)
+    calls = [(tools["now"], {"timezone": za}),
+             (tools["convert"], {"source_timezone": za, "time": gold, "target_timezone": zb})]  # fmt: skip
+    return _say(s, NOW_THEN_CONVERT, "now-then-convert", calls, a=a, b=b, t=written)
+
+
+_LOCAL_ZONE = re.compile(r"""['"]([A-Za-z][\w+-]*(?:/[\w+-]+)*)['"] as (?:the )?local time ?zone""", re.IGNORECASE)
+
+
+def local_zone(tools: Sequence[Any]) -> str | None:
+    """The zone a clock server takes for "here", where its schema names one (mcp-server-time's
+    arguments say "Use 'UTC' as local timezone if no timezone provided by the user")."""
+    for tool in tools:
+        if found := _LOCAL_ZONE.search(json.dumps(tool.parameters)):
+            return found.group(1)
+    return None
 
 
 # -- which intent a tool has ---------------------------------------------------------------------
 
 Single = Callable[[Speaker, Any, str], Phrased]
-Chain = Callable[[Speaker, FixtureEnv, dict[str, str]], Phrased]
+Chain = Callable[[Speaker, Any, dict[str, str]], Phrased]
 
 # intent -> (the words its tool's name holds, the words it must not hold, the plan writer)
 INTENTS: dict[str, tuple[set[str], set[str], Single]] = {
@@ -553,6 +706,8 @@ CHAINS: dict[str, tuple[tuple[str, ...], Chain]] = {
     "write-then-read": (("write", "read"), chain_write_then_read),
     "mkdir-then-write": (("mkdir", "write"), chain_mkdir_then_write),
     "read-then-read": (("read",), chain_read_then_read),
+    "now-then-now": (("now",), chain_now_then_now),
+    "now-then-convert": (("now", "convert"), chain_now_then_convert),
 }
 FILE_INTENTS = {"read", "read_many", "read_media", "write", "edit", "mkdir", "list", "list_sizes", "tree", "move",
                 "search", "info", "allowed"}
@@ -576,8 +731,8 @@ def plan_single(intent: str, speaker: Speaker, env: FixtureEnv | None, tool: str
     return INTENTS[intent][2](speaker, env, tool)
 
 
-def plan_chain(kind: str, speaker: Speaker, env: FixtureEnv, tools: dict[str, str]) -> Phrased | None:
+def plan_chain(kind: str, speaker: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased | None:
     needed, write = CHAINS[kind]
-    if not all(intent in tools for intent in needed):
+    if not all(intent in tools for intent in needed) or (env is None and FILE_INTENTS & set(needed)):
         return None
     return write(speaker, env, tools)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentflux.proxy.protocol import Tool, Toolset
-from agentflux.trainer.phrasing import CHAINS, Phrased, Speaker, intent_of, plan_chain, plan_single
+from agentflux.trainer.phrasing import CHAINS, Phrased, Speaker, intent_of, local_zone, plan_chain, plan_single
 from agentflux.trainer.workspace import FixtureEnv
 
 STYLES = ("imperative", "question", "polite", "terse", "indirect")
@@ -235,7 +235,7 @@ def synthesize(
     request for its replacement."""
     rng = random.Random(seed)
     sampler = ArgumentSampler(env, rng)
-    speaker = Speaker(rng, env, root, heldout)
+    speaker = Speaker(rng, env, root, heldout, local_zone(toolset.tools))
     plans: list[Plan] = []
     intents: dict[str, str] = {}
     for tool in toolset.tools:
@@ -252,7 +252,7 @@ def synthesize(
             arguments = sampler.sample(tool)
             style = STYLES[index % len(STYLES)]
             plans.append(Plan(describe(tool, arguments, style, rng), [PlannedCall(tool.name, arguments)], style))
-    if chains and env is not None:
+    if chains:
         for kind in CHAINS:
             for _ in range(max(2, per_tool // 2)):
                 phrased = plan_chain(kind, speaker, env, intents)
