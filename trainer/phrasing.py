@@ -537,8 +537,8 @@ REGIONS = ("Africa", "America", "Asia", "Atlantic", "Australia", "Europe", "Indi
 @lru_cache(maxsize=1)
 def zone_cities() -> tuple[tuple[str, str], ...]:
     """The zone database's cities as people write them (Europe/Paris: Paris; Asia/Ho_Chi_Minh:
-    Ho Chi Minh), from the pinned `tzdata` package so that every machine draws the same ones;
-    names `CITIES` places in another zone are left out."""
+    Ho Chi Minh), from the `tzdata` package rather than the system's copy, so that machines with
+    the same package version draw the same ones; names `CITIES` places in another zone are left out."""
     from importlib.resources import files
 
     named = {city for city, _ in CITIES}
