@@ -620,6 +620,23 @@ NOW_THEN_CONVERT = [
     "Step 1: the current time in {a}. Step 2: {t} in {a} expressed in {b} time.",
 ]
 
+CONVERT_THEN_CONVERT = [
+    "{t} in {a} — what time is that in {b} and in {c}?", "convert {t} {a} time to {b} and to {c}",
+    "if it's {t} in {a}, what time is it in {b}? and in {c}?", "{t} {a} time in {b}, then in {c}",
+    "1) {t} {a} in {b} time\n2) {t} {a} in {c} time", "- convert {t} from {a} to {b}\n- and from {a} to {c}",
+    "we meet at {t} {a} time: when is that for the people in {b} and {c}?",
+    "Step 1: {t} in {a} as {b} time. Step 2: the same for {c}.",
+]
+CONVERT_THEN_NOW = [
+    "what is {t} {a} time in {b}, and what time is it in {b} now?",
+    "convert {t} from {a} to {b}, then tell me the current time in {b}",
+    "if it's {t} in {a}, what time is it in {b}? also, what's the time there right now?",
+    "1) {t} {a} in {b} time\n2) the time in {b} now", "- {t} {a} → {b}\n- current time in {b}",
+    "my flight lands at {t} {a} time — what's that in {b}, and what time is it in {b} at the moment?",
+    "Step 1: convert {t} in {a} to {b}. Step 2: the current time in {b}.",
+    "{t} in {a} is when in {b}? and how late is it there already?",
+]
+
 
 def clock_now(s: Speaker, env: FixtureEnv | None, tool: str) -> Phrased:
     if s.local_zone and s.rng.random() < 0.2:
@@ -661,6 +678,25 @@ def chain_now_then_convert(s: Speaker, env: FixtureEnv | None, tools: dict[str, 
     calls = [(tools["now"], {"timezone": za}),
              (tools["convert"], {"source_timezone": za, "time": gold, "target_timezone": zb})]  # fmt: skip
     return _say(s, NOW_THEN_CONVERT, "now-then-convert", calls, a=a, b=b, t=written)
+
+
+def chain_convert_then_convert(s: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased:
+    (a, za), (b, zb) = _two_cities(s)
+    c, zc = _city(s)
+    while zc in (za, zb):
+        c, zc = _city(s)
+    written, gold = _clock(s)
+    calls = [(tools["convert"], {"source_timezone": za, "time": gold, "target_timezone": zb}),
+             (tools["convert"], {"source_timezone": za, "time": gold, "target_timezone": zc})]  # fmt: skip
+    return _say(s, CONVERT_THEN_CONVERT, "convert-then-convert", calls, a=a, b=b, c=c, t=written)
+
+
+def chain_convert_then_now(s: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased:
+    (a, za), (b, zb) = _two_cities(s)
+    written, gold = _clock(s)
+    calls = [(tools["convert"], {"source_timezone": za, "time": gold, "target_timezone": zb}),
+             (tools["now"], {"timezone": zb})]  # fmt: skip
+    return _say(s, CONVERT_THEN_NOW, "convert-then-now", calls, a=a, b=b, t=written)
 
 
 _LOCAL_ZONE = re.compile(r"""['"]([A-Za-z][\w+-]*(?:/[\w+-]+)*)['"] as (?:the )?local time ?zone""", re.IGNORECASE)
@@ -708,6 +744,8 @@ CHAINS: dict[str, tuple[tuple[str, ...], Chain]] = {
     "read-then-read": (("read",), chain_read_then_read),
     "now-then-now": (("now",), chain_now_then_now),
     "now-then-convert": (("now", "convert"), chain_now_then_convert),
+    "convert-then-convert": (("convert",), chain_convert_then_convert),
+    "convert-then-now": (("convert", "now"), chain_convert_then_now),
 }
 FILE_INTENTS = {"read", "read_many", "read_media", "write", "edit", "mkdir", "list", "list_sizes", "tree", "move",
                 "search", "info", "allowed"}
