@@ -265,3 +265,36 @@ async def test_the_prefix_cache_is_exact_across_gemmas_sliding_window_layers(gem
     scores = await backend.scores(later.text, candidates, None)
     assert backend.prefixes.stats.reused_tokens - reused > 512
     assert scores == pytest.approx(reference_scores(backend.model, backend.tokenizer, later.text, candidates), abs=2e-3)
+
+
+async def test_drafting_the_grammars_forced_text_decodes_exactly_what_token_by_token_decoding_does(gemma_model: Path) -> None:
+    """Arguments decode the text the grammar forces (keys, quotes, separators) as drafts the
+    model confirms in one forward (`constrained.py`): the same tokens as one forward per token,
+    in fewer forwards. The real model, untrained, on calls with one key and with several."""
+    from agentflux.proxy.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(str(gemma_model), dtype="float32", max_json_tokens=48)
+    fmt = protocol.Gemma3()
+    zone = {"type": "string", "description": "IANA timezone name"}
+    convert = Tool("convert_time", "Convert time between timezones.", {
+        "type": "object", "properties": {"source_timezone": zone, "time": {"type": "string"}, "target_timezone": zone},
+        "required": ["source_timezone", "time", "target_timezone"]})  # fmt: skip
+    write = Tool("write_file", "Write a file.", {
+        "type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["path", "content"]})  # fmt: skip
+    cases = [(READ, "show me notes/todo.txt"), (convert, "if it's 9:30 in Tokyo, what time is it in Paris?"),
+             (write, "save 'hello' to greeting.txt")]  # fmt: skip
+
+    async def decode(tool: Tool, task: str) -> Any:
+        try:
+            return await backend.generate_json(protocol.arguments_prompt(fmt, task, [], tool).text, tool.parameters, None)
+        except GenerationError as error:  # an untrained model may not finish: both paths must agree on that too
+            return str(error)
+
+    backend.draft_tokens = 0
+    stepwise = [await decode(tool, task) for tool, task in cases]
+    assert backend.decoding.forwards == backend.decoding.tokens - len(cases) and backend.decoding.drafted == 0
+    backend.decoding = type(backend.decoding)()
+    backend.draft_tokens = 16
+    assert [await decode(tool, task) for tool, task in cases] == stepwise
+    assert backend.decoding.drafted > 0 and backend.decoding.forwards < backend.decoding.tokens - len(cases) - 10, backend.decoding

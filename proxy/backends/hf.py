@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from agentflux.proxy.backends import GenerationError, best_candidate
+from agentflux.proxy.backends import GenerationError, best_candidate, constrained
 from agentflux.proxy.backends.grammar import arguments_grammar, check_arguments
 from agentflux.proxy.backends.prefix_cache import DEFAULT_BYTES, PrefixCache
 from agentflux.proxy.protocol import encode, parse_arguments
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class TransformersBackend:
     def __init__(
         self, model_path: str, *, dtype: str = "float32", device: str = "cpu", max_json_tokens: int = 512,
-        prefix_cache_bytes: int = DEFAULT_BYTES,
+        prefix_cache_bytes: int = DEFAULT_BYTES, draft_tokens: int = constrained.MAX_DRAFT,
     ) -> None:  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -45,6 +45,9 @@ class TransformersBackend:
         self._lock = threading.Lock()
         self._grammar_compiler: Any = None
         self.prefixes = PrefixCache(prefix_cache_bytes)
+        # Arguments decode the grammar's forced text as drafts (`constrained.py`); 0 turns that off.
+        self.draft_tokens = draft_tokens
+        self.decoding = constrained.DecodeStats()
         self.eos_ids = _eos_ids(self.base, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
 
@@ -159,13 +162,30 @@ class TransformersBackend:
     def _generate_json(self, prompt: str, schema: dict[str, Any], adapter: str | None) -> str:
         import xgrammar as xgr
 
-        compiled = self._compiler().compile_grammar(arguments_grammar(schema))
-        # The processor is stateful: a fresh one per call.
-        processor = xgr.contrib.hf.LogitsProcessor(compiled)
-        tokens, finished = self._generate(prompt, adapter, self.max_json_tokens, [processor])
-        if not finished:
+        torch = self._torch
+        matcher = xgr.GrammarMatcher(self._compiler().compile_grammar(arguments_grammar(schema)))
+        prompt_ids = encode(self.tokenizer, prompt)
+        with torch.inference_mode(), self._with_adapter(adapter):
+            cache, first = self._prefill(prompt_ids, adapter)
+
+            def run(ids: list[int]) -> Any:
+                start = cache.get_seq_length()
+                output = self.model(
+                    input_ids=torch.tensor([ids], device=self.device),
+                    position_ids=torch.arange(start, start + len(ids), device=self.device).unsqueeze(0),
+                    past_key_values=cache, use_cache=True, logits_to_keep=torch.arange(len(ids), device=self.device),
+                )  # fmt: skip
+                return output.logits[0]
+
+            decoded = constrained.greedy(
+                matcher, first, run, lambda n: cache.crop(cache.get_seq_length() - n),
+                lambda text: encode(self.tokenizer, text), self.max_json_tokens,
+                max_draft=self.draft_tokens, stats=self.decoding,
+            )  # fmt: skip
+        self.prefixes.store(adapter, prompt_ids + decoded.tokens, cache)
+        if not decoded.finished:
             raise GenerationError(f"the model did not finish the arguments within {self.max_json_tokens} tokens")
-        return self.tokenizer.decode(tokens)
+        return self.tokenizer.decode(decoded.tokens)
 
     def _compiler(self) -> Any:
         import xgrammar as xgr
@@ -178,16 +198,11 @@ class TransformersBackend:
         return self._grammar_compiler
 
     async def generate_text(self, prompt: str, adapter: str | None, max_tokens: int) -> str:
-        def run() -> str:
-            tokens, _ = self._generate(prompt, adapter, max_tokens, [])
-            return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        tokens = await anyio.to_thread.run_sync(self._locked, self._generate, prompt, adapter, max_tokens)
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-        return await anyio.to_thread.run_sync(self._locked, run)
-
-    def _generate(self, prompt: str, adapter: str | None, max_tokens: int, processors: list[Any]) -> tuple[list[int], bool]:
-        """Greedy tokens after the prompt (stop token excluded), and whether a stop token ended them."""
-        from transformers import LogitsProcessorList
-
+    def _generate(self, prompt: str, adapter: str | None, max_tokens: int) -> list[int]:
+        """Greedy free text after the prompt, up to a stop token (excluded) or `max_tokens`."""
         torch = self._torch
         prompt_ids = encode(self.tokenizer, prompt)
         input_ids = torch.tensor([prompt_ids], device=self.device)
@@ -201,14 +216,12 @@ class TransformersBackend:
                 past_key_values=cache,
                 max_new_tokens=max_tokens,
                 do_sample=False,
-                logits_processor=LogitsProcessorList(processors),
                 eos_token_id=self.eos_ids,
                 pad_token_id=self.pad_id,
             )
         new = output[0, input_ids.shape[1] :].tolist()
         self.prefixes.store(adapter, prompt_ids + new, cache)
-        finished = bool(new) and new[-1] in self.eos_ids
-        return (new[:-1] if finished else new), finished
+        return new[:-1] if new and new[-1] in self.eos_ids else new
 
     async def aclose(self) -> None:
         self.model = self.base = None
