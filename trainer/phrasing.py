@@ -769,8 +769,13 @@ def plan_single(intent: str, speaker: Speaker, env: FixtureEnv | None, tool: str
     return INTENTS[intent][2](speaker, env, tool)
 
 
-def plan_chain(kind: str, speaker: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased | None:
-    needed, write = CHAINS[kind]
-    if not all(intent in tools for intent in needed) or (env is None and FILE_INTENTS & set(needed)):
-        return None
-    return write(speaker, env, tools)
+def chain_applies(kind: str, env: FixtureEnv | None, tools: dict[str, str]) -> bool:
+    """Whether the toolset (`tools`: intent -> tool name) has what a chain of `kind` needs: its
+    tools, and for file tools a workspace to ground the paths in."""
+    needed = CHAINS[kind][0]
+    return all(intent in tools for intent in needed) and not (env is None and FILE_INTENTS & set(needed))
+
+
+def plan_chain(kind: str, speaker: Speaker, env: FixtureEnv | None, tools: dict[str, str]) -> Phrased:
+    """A chain of `kind`, which must apply (`chain_applies`)."""
+    return CHAINS[kind][1](speaker, env, tools)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentflux.proxy.protocol import Tool, Toolset
-from agentflux.trainer.phrasing import CHAINS, Phrased, Speaker, intent_of, local_zone, plan_chain, plan_single
+from agentflux.trainer.phrasing import CHAINS, Phrased, Speaker, chain_applies, intent_of, local_zone, plan_chain, plan_single
 from agentflux.trainer.workspace import FixtureEnv
 
 STYLES = ("imperative", "question", "polite", "terse", "indirect")
@@ -253,11 +253,14 @@ def synthesize(
             style = STYLES[index % len(STYLES)]
             plans.append(Plan(describe(tool, arguments, style, rng), [PlannedCall(tool.name, arguments)], style))
     if chains:
-        for kind in CHAINS:
-            for _ in range(max(2, per_tool // 2)):
-                phrased = plan_chain(kind, speaker, env, intents)
-                if phrased is not None:
-                    plans.append(_plan(phrased))
+        kinds = [kind for kind in CHAINS if chain_applies(kind, env, intents)]
+        # Half a tool's count per kind, and all kinds together at most half as many tasks as
+        # the single steps: a toolset of two tools and four kinds (the clock) would otherwise
+        # be mostly chains, which cost the most to train and teach the least new per task.
+        per_kind = max(2, min(per_tool // 2, len(plans) // (2 * len(kinds)))) if kinds else 0
+        for kind in kinds:
+            for _ in range(per_kind):
+                plans.append(_plan(plan_chain(kind, speaker, env, intents)))
     rng.shuffle(plans)
     return plans
 
