@@ -44,7 +44,8 @@ async def test_a_server_added_while_running_is_trained_and_hot_loaded(
     path.write_text(yaml.safe_dump({
         "proxy": {"surfaces": ["do_task"], "restart_backoff_s": 0.2},
         "model": {"base": base, "router": "adapter"},
-        "training": {"quick": True, "retries": 0},
+        # Few requests per tool: this test is about the chain from registration to serving.
+        "training": {"quick": True, "retries": 0, "examples_per_tool": 8},
         "mcpServers": {"filesystem": TRAINED_FILESYSTEM},
     }))  # fmt: skip
     params = StdioServerParameters(command=PYTHON, args=["-m", "agentflux.proxy", "serve", "--registry", str(path)],

@@ -238,7 +238,7 @@ def test_router_is_trained_over_both_toolsets(trained) -> None:
 
 def test_dataset_is_stored_and_reproducible(trained) -> None:
     home, _ = trained["home"]
-    stored = sorted((home / "datasets/filesystem").glob("*-template-seed0-n20"))
+    stored = sorted((home / "datasets/filesystem").glob("*-template-seed0-n14"))
     assert stored
     splits = data.load(stored[0])
     assert set(splits) == {"train", "validation", "test"}
