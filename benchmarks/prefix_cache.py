@@ -1,13 +1,16 @@
-"""Prefix caching on the transformers backend: every model call of held-out tasks, cache off and on.
+"""Two serving paths of the transformers backend, side by side: every model call of held-out tasks.
 
-    .venv/bin/python benchmarks/prefix_cache.py --adapters FOLDER [--tasks 12] [--rounds 2]
+    .venv/bin/python benchmarks/prefix_cache.py --adapters FOLDER [--compare cache|drafting] [--tasks 12] [--rounds 2]
+
+`--compare cache` (the default): the prefix cache off and on. `--compare drafting`: arguments
+decoded a token per forward, and with the grammar's forced text drafted (`constrained.py`),
+the prefix cache on in both.
 
 FOLDER is a toolset's published adapters (`$AGENTFLUX_HOME/adapters/<base>/<server>/<fingerprint>`,
 trained on the embedded model). Each held-out trajectory of the dataset those adapters were
 trained on is replayed step by step, as the agent runs it: the base model's route among the
 toolset and `summarize` (zero-shot router), the selector's choice, and the chosen tool's
-arguments, with the recorded calls as history. The same calls run with the prefix cache off
-(every prompt prefilled in full, today's path before the cache) and on, alternating per task
+arguments, with the recorded calls as history. The same calls run on both paths, alternating per task
 in one process so both see the same machine. Reported: per-stage latency p50/p95, a step's
 latency by its position in the task, the share of prompt tokens prefilled, the cache's hit
 rate, and whether both paths chose and wrote the same.
@@ -28,6 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 STAGES = ("route", "select", "arguments")
+# --compare: the two paths, each as (prefix cache on, tokens drafted per forward).
+PATHS = {"cache": {"off": (False, 16), "on": (True, 16)}, "drafting": {"stepwise": (True, 0), "drafted": (True, 16)}}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -40,7 +45,9 @@ async def replay(backend, fmt, toolset, trajectory, adapters: dict[str, str]) ->
     from agentflux.proxy import protocol
     from agentflux.trainer.examples import history
 
-    others = protocol.Toolset("time", "Current time and time-zone conversion.", ())
+    # The router also sees the example registry's other server (tools are not in its prompt).
+    others = (protocol.Toolset("filesystem", "Read, search and list files in the workspace.", ()) if toolset.name == "time"
+              else protocol.Toolset("time", "Current time and time-zone conversion.", ()))  # fmt: skip
     calls = history(trajectory, backend.tokenizer)
     steps, answers = [], []
     for index in range(len(calls) + 1):
@@ -66,10 +73,11 @@ async def replay(backend, fmt, toolset, trajectory, adapters: dict[str, str]) ->
     return steps, answers
 
 
-async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
+async def run(folder: Path, registry: Path, compare: str, tasks: int, rounds: int) -> dict:
+    from agentflux.proxy.backends.constrained import DecodeStats
     from agentflux.proxy.backends.factory import model_format, resolve_dtype
     from agentflux.proxy.backends.hf import TransformersBackend
-    from agentflux.proxy.backends.prefix_cache import PrefixCache, PrefixStats
+    from agentflux.proxy.backends.prefix_cache import PrefixCache
     from agentflux.registry.schema import ModelSettings
     from agentflux.registry.store import Manifest
     from agentflux.trainer import data
@@ -86,17 +94,20 @@ async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
     for tool, path in manifest.tools.items():
         await backend.load_adapter(names[tool], folder / path)
     fmt = model_format(ModelSettings(), manifest.base_model)
-    steps: dict[str, list[tuple[int, dict]]] = {"off": [], "on": []}
-    answers: dict[str, list] = {"off": [], "on": []}
-    # The path without the cache: one that keeps nothing. The cache on keeps its entries across tasks.
-    caches = {"off": PrefixCache(max_bytes=0), "on": backend.prefixes}
+    paths = PATHS[compare]
+    steps: dict[str, list[tuple[int, dict]]] = {path: [] for path in paths}
+    answers: dict[str, list] = {path: [] for path in paths}
     await replay(backend, fmt, toolset, tests[0], names)  # warm-up: lazy initialisation
-    caches["on"].stats = PrefixStats()  # count the measured calls only
+    # Each path its own cache, so that neither finds the other's prompts: one that keeps
+    # nothing where the path has no cache, else one that keeps its entries across tasks.
+    caches = {path: PrefixCache() if cached else PrefixCache(max_bytes=0) for path, (cached, _) in paths.items()}
+    decoding = {path: DecodeStats() for path in paths}
     for round_ in range(rounds):
         for number, trajectory in enumerate(tests):
-            order = ("off", "on") if (number + round_) % 2 == 0 else ("on", "off")
+            order = list(paths) if (number + round_) % 2 == 0 else list(reversed(paths))
             for path in order:
-                backend.prefixes = caches[path]
+                backend.prefixes, backend.decoding = caches[path], decoding[path]
+                backend.draft_tokens = paths[path][1]
                 timings, said = await replay(backend, fmt, toolset, trajectory, names)
                 steps[path] += list(enumerate(timings))
                 answers[path] += said
@@ -112,12 +123,14 @@ async def run(folder: Path, registry: Path, tasks: int, rounds: int) -> dict:
             values = [sum(t.values()) for index, t in rows if index == position and "arguments" in t]
             if values:
                 row[f"step_{position + 1}_p50_ms"] = round(statistics.median(values))
+        row["prefilled_share"] = caches[path].stats.as_dict()["prefilled_share"]
+        row["hit_rate"] = caches[path].stats.as_dict()["hit_rate"]
+        row["decoding"] = decoding[path].as_dict()
         result[path] = row
-    cached = caches["on"].stats.as_dict()
-    result["prefilled_share"], result["hit_rate"] = cached["prefilled_share"], cached["hit_rate"]
-    result["answers"] = len(answers["on"])
-    result["same_answers"] = answers["off"] == answers["on"]
-    result["answers_differing"] = sum(a != b for a, b in zip(answers["off"], answers["on"], strict=True))
+    first, second = (answers[path] for path in paths)
+    result["answers"] = len(second)
+    result["same_answers"] = first == second
+    result["answers_differing"] = sum(a != b for a, b in zip(first, second, strict=True))
     return result
 
 
@@ -126,20 +139,21 @@ def main() -> None:
     parser.add_argument("--adapters", type=Path, required=True)
     parser.add_argument("--registry", type=Path, default=ROOT / "examples/registry.yaml",
                         help="where the toolset's description comes from")
+    parser.add_argument("--compare", choices=PATHS, default="cache", help="which two paths")
     parser.add_argument("--tasks", type=int, default=12, help="held-out tasks replayed")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    result = anyio.run(run, args.adapters, args.registry, args.tasks, args.rounds)
+    result = anyio.run(run, args.adapters, args.registry, args.compare, args.tasks, args.rounds)
     print(f"{result['tasks']} held-out {result['server']} tasks x {result['rounds']} rounds; p50 (p95) ms")
-    print("| prefix cache | route | select | arguments | step | step 1 | step 2 | step 3 |")
-    print("|---|---|---|---|---|---|---|---|")
-    for path in ("off", "on"):
+    print(f"| {args.compare} | route | select | arguments | step | step 1 | step 2 | step 3 | prefilled | hit rate | tokens per forward |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for path in PATHS[args.compare]:
         row = result[path]
         cells = [f"{row[s]['p50_ms']} ({row[s]['p95_ms']})" for s in (*STAGES, "step")]
         cells += [str(row.get(f"step_{n}_p50_ms", "-")) for n in (1, 2, 3)]
+        cells += [f"{row['prefilled_share']:.1%}", f"{row['hit_rate']:.1%}", str(row["decoding"]["tokens_per_forward"])]
         print(f"| {path} | {' | '.join(cells)} |")
-    print(f"prompt tokens prefilled with the cache on: {result['prefilled_share']:.1%}; hit rate {result['hit_rate']:.1%}")
     print(f"same answers on both paths: {result['same_answers']} ({result['answers_differing']} of {result['answers']} differ)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
