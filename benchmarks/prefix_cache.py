@@ -40,14 +40,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def replay(backend, fmt, toolset, trajectory, adapters: dict[str, str]) -> tuple[list[dict], list]:
+async def replay(backend, fmt, toolset, others, trajectory, adapters: dict[str, str]) -> tuple[list[dict], list]:
     """Per step: the milliseconds of each stage; and what the model answered."""
     from agentflux.proxy import protocol
     from agentflux.trainer.examples import history
 
-    # The router also sees the example registry's other server (tools are not in its prompt).
-    others = (protocol.Toolset("filesystem", "Read, search and list files in the workspace.", ()) if toolset.name == "time"
-              else protocol.Toolset("time", "Current time and time-zone conversion.", ()))  # fmt: skip
     calls = history(trajectory, backend.tokenizer)
     steps, answers = [], []
     for index in range(len(calls) + 1):
@@ -74,6 +71,7 @@ async def replay(backend, fmt, toolset, trajectory, adapters: dict[str, str]) ->
 
 
 async def run(folder: Path, registry: Path, compare: str, tasks: int, rounds: int) -> dict:
+    from agentflux.proxy import protocol
     from agentflux.proxy.backends.constrained import DecodeStats
     from agentflux.proxy.backends.factory import model_format, resolve_dtype
     from agentflux.proxy.backends.hf import TransformersBackend
@@ -88,6 +86,9 @@ async def run(folder: Path, registry: Path, compare: str, tasks: int, rounds: in
     tests = data.load(stored)["test"][:tasks]
     servers = yaml.safe_load(registry.read_text())["mcpServers"]
     toolset = stored_toolset(manifest.server, servers.get(manifest.server, {}).get("description"), meta)
+    # The router also sees the registry's next server (tools are not in its prompt).
+    other = next(name for name in servers if name != manifest.server)
+    others = protocol.Toolset(other, servers[other].get("description") or "", ())
     backend = TransformersBackend(manifest.base_model, dtype=resolve_dtype("auto", manifest.base_model))
     names = {"selector": f"{manifest.server}/selector"} | {tool: f"{manifest.server}/{tool}" for tool in manifest.tools}
     await backend.load_adapter(names["selector"], folder / manifest.selector)
@@ -97,7 +98,7 @@ async def run(folder: Path, registry: Path, compare: str, tasks: int, rounds: in
     paths = PATHS[compare]
     steps: dict[str, list[tuple[int, dict]]] = {path: [] for path in paths}
     answers: dict[str, list] = {path: [] for path in paths}
-    await replay(backend, fmt, toolset, tests[0], names)  # warm-up: lazy initialisation
+    await replay(backend, fmt, toolset, others, tests[0], names)  # warm-up: lazy initialisation
     # Each path its own cache, so that neither finds the other's prompts: one that keeps
     # nothing where the path has no cache, else one that keeps its entries across tasks.
     caches = {path: PrefixCache() if cached else PrefixCache(max_bytes=0) for path, (cached, _) in paths.items()}
@@ -108,7 +109,7 @@ async def run(folder: Path, registry: Path, compare: str, tasks: int, rounds: in
             for path in order:
                 backend.prefixes, backend.decoding = caches[path], decoding[path]
                 backend.draft_tokens = paths[path][1]
-                timings, said = await replay(backend, fmt, toolset, trajectory, names)
+                timings, said = await replay(backend, fmt, toolset, others, trajectory, names)
                 steps[path] += list(enumerate(timings))
                 answers[path] += said
     result: dict = {"tasks": len(tests), "rounds": rounds, "server": manifest.server, "model": manifest.base_model}

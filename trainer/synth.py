@@ -256,7 +256,7 @@ def synthesize(
         kinds = [kind for kind in CHAINS if chain_applies(kind, env, intents)]
         # Half a tool's count per kind, and all kinds together at most half as many tasks as
         # the single steps: a toolset of two tools and four kinds (the clock) would otherwise
-        # be mostly chains, which cost the most to train and teach the least new per task.
+        # be half chains, the longest examples to train on.
         per_kind = max(2, min(per_tool // 2, len(plans) // (2 * len(kinds)))) if kinds else 0
         for kind in kinds:
             for _ in range(per_kind):
