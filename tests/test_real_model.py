@@ -2,14 +2,17 @@
 the time server, then serving `do_task` over stdio to a real MCP client.
 
 Sized for CI: one server with two tools, a few requests per tool, decoupled adapters plus the
-router (about five minutes on two cores). The accuracy claims of docs/evaluation.md come from
-`make demo` and `agentflux eval`, on every filesystem tool; this test holds the chain to them.
+router, and the selector's 48 steps at four rows instead of the quick recipe's eight (about ten
+minutes on a two-core CPU without AVX-512, half of it the selector). The accuracy claims of
+docs/evaluation.md come from `make demo` and `agentflux eval`, on every filesystem tool; this
+test holds the chain to them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ from mcp import Client, StdioServerParameters
 
 from conftest import PYTHON, TRAINED_TIME
 
-pytestmark = pytest.mark.timeout(1200)
+# A guard, not a budget: CI machines differ by nearly three times in speed (docs/benchmarks.md).
+pytestmark = pytest.mark.timeout(2400)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,10 @@ def gemma_time(gemma_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         "mcpServers": {"time": TRAINED_TIME},
     }))  # fmt: skip
     try:
-        options = TrainOptions.quick(examples_per_tool=10, test_size=10, progress=False)
+        quick = TrainOptions.quick(examples_per_tool=10, test_size=10, progress=False)
+        # Half the selector's rows: 231 s instead of 485 s here, held-out selection 0.81 instead
+        # of 0.73 on this test's 26 steps (0.66 against 0.72 on 100 others: docs/evaluation.md).
+        options = replace(quick, selector=replace(quick.selector, batch_size=4))
         folder = train_server(load_registry(path), "time", options)
         manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
         yield {"registry": path, "home": home, "manifest": manifest}
@@ -51,10 +58,10 @@ def gemma_time(gemma_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def test_gemma_adapters_beat_the_base_model_on_held_out_requests(gemma_time: dict[str, Any]) -> None:
     """Held out: phrasings and cities the training data never used. Measured at this size (10
-    requests per tool; the quick recipe's 48 selector steps of eight rows): selection 0.77
-    against the base model's 0.27; arguments always valid, exact 0.13 against 0.06 (a city
-    never seen in training is often not mapped to its IANA zone: the limit docs/evaluation.md
-    reports)."""
+    requests per tool, 48 selector steps of four rows): selection 0.81 against the base model's
+    0.27 (0.73 with the recipe's eight rows); arguments always valid, exact 0.13
+    against 0.06 at eight rows (a city never seen in training is often not mapped to its IANA
+    zone: the limit docs/evaluation.md reports)."""
     metrics = gemma_time["manifest"].metrics
     base, decoupled = metrics["base"], metrics["decoupled"]
     assert metrics["test_trajectories"] >= 8
