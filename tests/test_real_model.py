@@ -2,8 +2,8 @@
 the time server, then serving `do_task` over stdio to a real MCP client.
 
 Sized for CI: one server with two tools, a few requests per tool, decoupled adapters plus the
-router, and the selector's 48 steps at four rows instead of the quick recipe's eight (about ten
-minutes on a two-core CPU without AVX-512, half of it the selector). The accuracy claims of
+router, and the selector's 48 steps at four rows instead of the quick recipe's eight (the fixture
+took 644 s on a two-core CPU without AVX-512, a third of it the selector). The accuracy claims of
 docs/evaluation.md come from `make demo` and `agentflux eval`, on every filesystem tool; this
 test holds the chain to them.
 """
