@@ -4,7 +4,8 @@ Each step, in order, every stage visible in the trajectory:
 
     route      base model (or the router adapter), choice over the toolsets + summarize
     select     the toolset's selector adapter, choice over its tools + summarize
-    arguments  the tool's argument adapter, decoding constrained by the tool's schema
+    arguments  the tool's argument adapter, decoding constrained by the tool's schema, then
+               time-zone names the zone database spells otherwise put right (repair.py)
     call       the downstream tool, through the hub (sandboxed); its result is the observation
 
 until the router or the selector says `summarize`, or a budget runs out. The answer is what
@@ -33,6 +34,7 @@ from agentflux.proxy.adapters import AdapterIndex
 from agentflux.proxy.backends import Backend, GenerationError
 from agentflux.proxy.hub import Health, Hub, result_text
 from agentflux.proxy.protocol import SUMMARIZE, Call, ChatFormat, Tool, Toolset
+from agentflux.proxy.repair import repair_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class Step:
     is_error: bool = False
     adapters: dict[str, str | None] = field(default_factory=dict)  # stage -> adapter (None: base model)
     zero_shot: list[str] = field(default_factory=list)  # stages answered by the base model, untrained
+    repaired: list[str] = field(default_factory=list)  # argument values put right before the call (repair.py)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -144,6 +147,7 @@ class Agent:
                 step.observation, step.is_error = f"could not write valid arguments for {tool_name}: {exc}", True
             step.timings_ms["arguments"] = _ms(began)
             if arguments is not None:
+                arguments, step.repaired = repair_arguments(arguments, tool.parameters)
                 step.arguments = arguments
                 tokens += len(protocol.encode(self.backend.tokenizer, json.dumps(arguments)))
                 key = json.dumps([choice, tool_name, arguments], sort_keys=True)

@@ -534,6 +534,7 @@ def _render(outcome: Outcome) -> str:
     for step in outcome.steps:
         arguments = json.dumps(step.arguments, ensure_ascii=False) if step.arguments is not None else "-"
         zero = " [zero-shot: " + ", ".join(step.zero_shot) + "]" if step.zero_shot else ""
+        zero += " [repaired: " + "; ".join(step.repaired) + "]" if step.repaired else ""
         lines.append(f"{step.number}. {step.toolset}.{step.tool}({arguments}){' -> error' if step.is_error else ''}{zero}")
     return "\n".join(lines)
 

@@ -6,6 +6,10 @@
   (none missing, none unexpected) and equal values after normalization (strings compared
   without spaces, case and `,./-_*^`; numbers by value);
 - schema validity: generated arguments that parse and validate (the rest raised an error).
+
+Arguments are scored as `do_task` would call the tool: after `repair.py` (time-zone names
+put right), whose repairs are counted (`argument_repaired`); `argument_exact_unrepaired` is the
+exact match of what the model wrote.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from agentflux.proxy import protocol
 from agentflux.proxy.backends import Backend, GenerationError
 from agentflux.proxy.protocol import SUMMARIZE, Call, ChatFormat, Prompt, Toolset
+from agentflux.proxy.repair import repair_arguments
 from agentflux.trainer.collect import Trajectory
 from agentflux.trainer.examples import history
 
@@ -90,7 +95,7 @@ async def arguments(
     backend: Backend, fmt: ChatFormat, toolset: Toolset, tests: Sequence[Trajectory], adapters: dict[str, str]
 ) -> dict[str, float]:
     """For every recorded call, whether the arguments written for it match (and validate)."""
-    calls = exact = valid = 0
+    calls = exact = unrepaired = valid = repaired = 0
     for trajectory in tests:
         calls_so_far = history(trajectory, backend.tokenizer)
         for index, call in enumerate(calls_so_far):
@@ -102,9 +107,14 @@ async def arguments(
             except GenerationError:
                 continue
             valid += 1
+            unrepaired += arguments_match(generated, call.arguments)
+            generated, repairs = repair_arguments(generated, tool.parameters)
+            repaired += bool(repairs)
             exact += arguments_match(generated, call.arguments)
     return {
         "argument_exact_match": exact / calls if calls else 0.0,
         "argument_schema_valid": valid / calls if calls else 0.0,
+        "argument_exact_unrepaired": unrepaired / calls if calls else 0.0,
+        "argument_repaired": repaired / calls if calls else 0.0,
         "calls": calls,
     }
