@@ -33,6 +33,14 @@ def _options(args: argparse.Namespace, registry):  # type: ignore[no-untyped-def
     return replace(options, **overrides)
 
 
+def _quiet_libraries() -> None:
+    """Our bars show each stage; the datasets library's own (saving a split, building labels
+    for every adapter) would add a dozen short-lived bars between them."""
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
 def _print_progress(stage: str, done: int, total: int) -> None:
     from agentflux.registry.jobs import progress_line
 
@@ -45,6 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     registry = load_or_report(args.registry)
     if registry is None:
         return 2
+    _quiet_libraries()
     try:
         folder = train_server(registry, args.server, _options(args, registry))
     except (KeyError, RuntimeError) as exc:
@@ -79,6 +88,7 @@ def _synth(args: argparse.Namespace) -> int:
     registry, status = _load_with_server(args, "data synth")
     if registry is None:
         return status
+    _quiet_libraries()
     build = anyio.run(build_dataset, registry, args.server, _options(args, registry))
     print(f"dataset for {args.server} in {build.path}")
     print(json.dumps({"counts": build.counts, "rejected": dict(build.rejected)}, indent=2))
