@@ -135,7 +135,8 @@ def train_adapter(
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, ProgressCallback, TrainerCallback
     from trl import SFTConfig
 
     from agentflux.proxy.backends.factory import bf16_supported
@@ -174,6 +175,17 @@ def train_adapter(
             if on_step is not None:
                 on_step(state.global_step, state.max_steps)
 
+    class StepBar(ProgressCallback):
+        """transformers' step bar, named for the adapter; its log dictionaries go to the log,
+        where transformers would print them between the bars."""
+
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            self.training_bar = tqdm(total=state.max_steps, desc=description, dynamic_ncols=True)
+            self.current_step = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            logger.info("%s: step %d: %s", description, state.global_step, logs)
+
     with tempfile.TemporaryDirectory(prefix="agentflux-train-") as scratch:
         config = SFTConfig(
             output_dir=scratch,
@@ -207,7 +219,10 @@ def train_adapter(
             processing_class=tokenizer,
             callbacks=[Watch()],
         )
-        if not progress:
+        if progress:
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(StepBar)
+        else:
             trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
         trainer.train()
         partial = output.with_name(output.name + ".partial")
